@@ -674,10 +674,10 @@ impl<S: StateMachine> Node<S> {
                     Ok(cc) => {
                         let conf = self.raft.apply_conf_change(&cc);
                         let seq = cc.id ^ self.nonce;
-                        if cc.id != 0 {
-                            if let Some(w) = self.pending_conf.remove(&seq) {
-                                self.replies.push((w.id, Outcome::ConfApplied(conf)));
-                            }
+                        if cc.id != 0
+                            && let Some(w) = self.pending_conf.remove(&seq)
+                        {
+                            self.replies.push((w.id, Outcome::ConfApplied(conf)));
                         }
                     }
                     Err(_) => self.undecodable_entries += 1,
@@ -706,10 +706,8 @@ impl<S: StateMachine> Node<S> {
             let seq = r.uvarint()?;
             let req = S::decode_request(r.bytes()?)?;
             let resp = self.sm.apply(index, &req);
-            if ours {
-                if let Some(w) = self.pending_writes.remove(&seq) {
-                    self.replies.push((w.id, Outcome::Done(resp)));
-                }
+            if ours && let Some(w) = self.pending_writes.remove(&seq) {
+                self.replies.push((w.id, Outcome::Done(resp)));
             }
         }
         r.finish()

@@ -60,19 +60,11 @@ impl MemStorage {
             {
                 self.snapshot = Some(s.clone());
             }
-            let drop = self
-                .entries
-                .iter()
-                .take_while(|e| e.index <= *compact_to)
-                .count();
+            let drop = self.position(compact_to.next());
             self.entries.drain(..drop);
         }
         if let Some(first) = p.entries.first() {
-            let keep = self
-                .entries
-                .iter()
-                .take_while(|e| e.index < first.index)
-                .count();
+            let keep = self.position(first.index);
             self.entries.truncate(keep);
             let follows = match (self.entries.last(), &self.snapshot) {
                 (Some(e), _) => e.index.next() == first.index,
@@ -84,6 +76,16 @@ impl MemStorage {
         }
         if let Some(hs) = p.hard_state {
             self.hard_state = hs;
+        }
+    }
+
+    /// How many stored entries come before `index` (entries are contiguous).
+    fn position(&self, index: LogIndex) -> usize {
+        match self.entries.first() {
+            None => 0,
+            Some(f) if index <= f.index => 0,
+            Some(f) => usize::try_from(index.0 - f.index.0)
+                .map_or(self.entries.len(), |k| k.min(self.entries.len())),
         }
     }
 

@@ -352,3 +352,153 @@ impl RaftLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::message::EntryKind;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        }
+    }
+
+    /// The obviously-correct log: the term of every index from 1, plus the
+    /// compaction point below which terms are forgotten.
+    #[derive(Debug, Default)]
+    struct Model {
+        terms: Vec<u64>,
+        offset: u64,
+        committed: u64,
+    }
+
+    impl Model {
+        fn term(&self, i: u64) -> Option<u64> {
+            if i == 0 && self.offset == 0 {
+                return Some(0);
+            }
+            if i < self.offset || i as usize > self.terms.len() {
+                return None;
+            }
+            if i == 0 {
+                Some(0)
+            } else {
+                Some(self.terms[i as usize - 1])
+            }
+        }
+        fn last(&self) -> u64 {
+            self.terms.len() as u64
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A follower append at `prev` of `n` entries with terms starting at `term`.
+        Append {
+            prev: u64,
+            prev_term: u64,
+            n: u64,
+            term: u64,
+            commit: u64,
+        },
+        Commit(u64),
+        Compact(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..12, 0u64..5, 0u64..5, 1u64..5, 0u64..15)
+                .prop_map(|(prev, prev_term, n, term, commit)| Op::Append { prev, prev_term, n, term, commit }),
+            1 => (0u64..15).prop_map(Op::Commit),
+            1 => (0u64..15).prop_map(Op::Compact),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../proptest-regressions/raftlog.txt")))),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn log_matches_model(ops in proptest::collection::vec(op(), 0..60)) {
+            let mut log = RaftLog::new(LogIndex(0), Term(0), vec![]);
+            let mut m = Model::default();
+            for op in ops {
+                match op {
+                    Op::Append { prev, prev_term, n, term, commit } => {
+                        // Terms along a log never decrease: the new entries' term is
+                        // at least the term at `prev`.
+                        let term = term.max(prev_term);
+                        let entries: Vec<Entry> = (0..n).map(|k| ent(prev + 1 + k, term)).collect();
+                        let matches = m.term(prev) == Some(prev_term);
+                        // Skip appends that would overwrite committed entries: Raft never sends them.
+                        let conflict = entries.iter().find(|e| m.term(e.index.0) != Some(e.term.0));
+                        if matches && conflict.is_some_and(|e| e.index.0 <= m.committed) {
+                            continue;
+                        }
+                        let got = log.maybe_append(LogIndex(prev), Term(prev_term), LogIndex(commit), &entries);
+                        if matches {
+                            if let Some(c) = conflict {
+                                m.terms.truncate(c.index.0 as usize - 1);
+                                let from = c.index.0;
+                                for e in &entries { if e.index.0 >= from { m.terms.push(e.term.0); } }
+                            }
+                            let last_new = prev + n;
+                            m.committed = m.committed.max(commit.min(last_new));
+                            prop_assert_eq!(got, Some(LogIndex(last_new)));
+                        } else {
+                            prop_assert_eq!(got, None);
+                        }
+                    }
+                    Op::Commit(i) => {
+                        if i <= m.last() {
+                            log.commit_to(LogIndex(i));
+                            m.committed = m.committed.max(i);
+                        }
+                    }
+                    Op::Compact(i) => {
+                        // Everything up to `committed` counts as applied and durable here.
+                        let upto = log.committed();
+                        log.applied_to(upto);
+                        let _ = log.take_unstable();
+                        log.persisted_to(log.last_index(), log.last_term());
+                        let i = i.min(upto.0).min(log.persisted().0);
+                        if i > m.offset {
+                            log.compact(LogIndex(i));
+                            m.offset = i;
+                        }
+                    }
+                }
+                prop_assert!(log.check().is_ok(), "{:?}", log.check());
+                prop_assert_eq!(log.last_index().0, m.last());
+                prop_assert_eq!(log.committed().0, m.committed);
+                for i in 0..=m.last() + 1 {
+                    prop_assert_eq!(log.term(LogIndex(i)).map(|t| t.0), m.term(i), "term at {}", i);
+                }
+            }
+        }
+
+        #[test]
+        fn find_conflict_by_term_matches_naive(terms in proptest::collection::vec(1u64..6, 0..20), index in 0u64..25, term in 0u64..7) {
+            let mut sorted = terms.clone();
+            sorted.sort_unstable();
+            let entries: Vec<Entry> = sorted.iter().enumerate().map(|(k, t)| ent(k as u64 + 1, *t)).collect();
+            let log = RaftLog::new(LogIndex(0), Term(0), entries);
+            let (i, t) = log.find_conflict_by_term(LogIndex(index), Term(term));
+            // Naive: the largest j <= min(index, last) with term(j) <= term.
+            let mut j = index.min(sorted.len() as u64);
+            while j > 0 && sorted[j as usize - 1] > term { j -= 1; }
+            let tj = if j == 0 { 0 } else { sorted[j as usize - 1] };
+            prop_assert_eq!((i.0, t.0), (j, tj));
+        }
+    }
+}
