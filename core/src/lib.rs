@@ -9,15 +9,23 @@
 //! out of [`node::Node::ready`] in the order a driver must perform them. The
 //! same code runs under the simulator (`sim/`) and in the server (`net/`).
 
+pub mod auth;
+pub mod cluster;
 pub mod codec;
+pub mod error;
+pub mod etcd;
 pub mod hash;
+pub mod lease;
 pub mod limits;
+pub mod mvcc;
 pub mod node;
 pub mod raft;
 pub mod register;
+pub mod request;
 pub mod storage;
 pub mod testing;
 pub mod types;
+pub mod watch;
 
 pub use node::{Input, Node, NodeConfig, NodeError, Outcome, Persist, Ready, StateMachine};
 pub use raft::{Raft, RaftConfig, Role};

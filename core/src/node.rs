@@ -36,6 +36,8 @@ use crate::types::{LogIndex, NodeId, ReqId, Term};
 pub trait StateMachine {
     type Request: Clone + std::fmt::Debug;
     type Response: Clone + std::fmt::Debug;
+    /// What the state machine reports to its driver besides replies (events, …).
+    type Notification: Clone + std::fmt::Debug;
 
     fn encode_request(req: &Self::Request, buf: &mut BytesMut);
     fn decode_request(data: &[u8]) -> Result<Self::Request, DecodeError>;
@@ -48,8 +50,37 @@ pub trait StateMachine {
     /// Serves a read from the current state.
     fn read(&self, req: &Self::Request) -> Self::Response;
 
+    /// Serves a request that only this member handles (a serializable read,
+    /// or local state such as watches). Defaults to `read`.
+    fn local(&mut self, req: &Self::Request) -> Self::Response {
+        self.read(req)
+    }
+
     fn snapshot(&self) -> Bytes;
+    /// Replaces the state with a snapshot's; on error the state is unchanged.
     fn restore(&mut self, data: &[u8]) -> Result<(), DecodeError>;
+
+    /// Checks a request before it is proposed or read, and completes what the
+    /// proposer must choose (ids). `id_seed` is unique per request and member
+    /// incarnation. An error is the request's answer.
+    fn prepare(&mut self, _req: &mut Self::Request, _id_seed: u64) -> Result<(), Self::Response> {
+        Ok(())
+    }
+
+    /// Called on every tick. `leader_ready` is true on the leader once it has
+    /// applied an entry of its own term (so it has seen everything committed
+    /// before it). The requests returned are proposed if this member leads,
+    /// and dropped otherwise.
+    fn tick(&mut self, _now_ticks: u64, _leader_ready: bool) -> Vec<Self::Request> {
+        Vec::new()
+    }
+
+    fn take_notifications(&mut self) -> Vec<Self::Notification> {
+        Vec::new()
+    }
+
+    /// A committed membership change, applied right after Raft applied it.
+    fn apply_conf_change(&mut self, _index: LogIndex, _cc: &ConfChange) {}
 }
 
 /// Everything a node takes in.
@@ -63,7 +94,8 @@ pub enum Input<Req> {
     Propose(ReqId, Req),
     /// A linearizable read: served after a confirmed read index is applied.
     Read(ReqId, Req),
-    /// A serializable read: served from local state at once.
+    /// Served by this member alone, at once: a serializable read, or a
+    /// request on local state (watches).
     ReadLocal(ReqId, Req),
     /// A membership change; answered with the new membership once applied.
     ConfChange(ReqId, ConfChange),
@@ -134,20 +166,22 @@ pub struct Persist {
 
 /// What the driver must do now. See the module docs for the order.
 #[derive(Debug)]
-pub struct Ready<R> {
+pub struct Ready<R, N> {
     pub persist: Option<Persist>,
     pub messages: Vec<Message>,
     pub replies: Vec<(ReqId, Outcome<R>)>,
     /// Entries applied during this ready, only with `NodeConfig::observe_applied`.
     pub applied: Vec<Entry>,
+    pub notifications: Vec<N>,
 }
 
-impl<R> Ready<R> {
+impl<R, N> Ready<R, N> {
     pub fn is_empty(&self) -> bool {
         self.persist.is_none()
             && self.messages.is_empty()
             && self.replies.is_empty()
             && self.applied.is_empty()
+            && self.notifications.is_empty()
     }
 }
 
@@ -194,6 +228,9 @@ struct PendingWrite {
     id: ReqId,
     deadline_tick: u64,
 }
+
+/// Sequence number of the state machine's own proposals, which nobody awaits.
+const INTERNAL_SEQ: u64 = 0;
 
 /// Reads sharing one read-index round.
 #[derive(Debug)]
@@ -358,13 +395,20 @@ impl<S: StateMachine> Node<S> {
                 self.restore_if_needed();
             }
             Input::Propose(id, req) => self.propose(id, req),
-            Input::Read(id, req) => {
-                if self.admit(id) {
-                    self.read_batch.push((id, req));
+            Input::Read(id, mut req) => {
+                if !self.admit(id) {
+                    return;
+                }
+                match self.sm.prepare(&mut req, 0) {
+                    Ok(()) => self.read_batch.push((id, req)),
+                    Err(resp) => self.replies.push((id, Outcome::Done(resp))),
                 }
             }
-            Input::ReadLocal(id, req) => {
-                let resp = self.sm.read(&req);
+            Input::ReadLocal(id, mut req) => {
+                let resp = match self.sm.prepare(&mut req, 0) {
+                    Ok(()) => self.sm.local(&req),
+                    Err(resp) => resp,
+                };
                 self.replies.push((id, Outcome::Done(resp)));
             }
             Input::ConfChange(id, cc) => self.propose_conf_change(id, cc),
@@ -506,6 +550,14 @@ impl<S: StateMachine> Node<S> {
         self.raft.tick();
         self.now_ticks += 1;
         let now = self.now_ticks;
+        // The leader has seen all earlier terms' entries once it applied one of its own.
+        let leader_ready = self.raft.role() == crate::raft::Role::Leader
+            && self.raft.log().term(self.raft.log().applied()) == Some(self.raft.term());
+        let internal = self.sm.tick(now, leader_ready);
+        if self.raft.role() == crate::raft::Role::Leader {
+            self.batch
+                .extend(internal.into_iter().map(|r| (INTERNAL_SEQ, r)));
+        }
         for pending in [&mut self.pending_writes, &mut self.pending_conf] {
             while let Some(entry) = pending.first_entry() {
                 if entry.get().deadline_tick > now {
@@ -553,13 +605,14 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Collects everything the driver must do now. Call after every batch of inputs.
-    pub fn ready(&mut self) -> Ready<S::Response> {
+    pub fn ready(&mut self) -> Ready<S::Response, S::Notification> {
         if self.fatal.is_some() {
             return Ready {
                 persist: None,
                 messages: Vec::new(),
                 replies: Vec::new(),
                 applied: Vec::new(),
+                notifications: Vec::new(),
             };
         }
         self.flush_batch();
@@ -590,6 +643,7 @@ impl<S: StateMachine> Node<S> {
             messages: std::mem::take(&mut self.out_msgs),
             replies: std::mem::take(&mut self.replies),
             applied: std::mem::take(&mut self.applied_log),
+            notifications: self.sm.take_notifications(),
         }
     }
 
@@ -673,6 +727,7 @@ impl<S: StateMachine> Node<S> {
                 EntryKind::ConfChange => match codec::decode_conf_change(&e.data) {
                     Ok(cc) => {
                         let conf = self.raft.apply_conf_change(&cc);
+                        self.sm.apply_conf_change(e.index, &cc);
                         let seq = cc.id ^ self.nonce;
                         if cc.id != 0
                             && let Some(w) = self.pending_conf.remove(&seq)

@@ -73,6 +73,7 @@ const SNAPSHOT_VERSION: u8 = 1;
 impl StateMachine for Register {
     type Request = RegisterRequest;
     type Response = RegisterResponse;
+    type Notification = ();
 
     fn encode_request(req: &RegisterRequest, buf: &mut BytesMut) {
         match req {

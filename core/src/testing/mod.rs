@@ -2,6 +2,8 @@
 //! driven directly, messages in one FIFO queue, storage in memory. No faults
 //! beyond cut links and restarts; the simulator (`sim/`) does the rest.
 
+pub mod etcd_model;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;

@@ -1,0 +1,707 @@
+//! The etcd state machine: the MVCC store and the lease table, applied from
+//! committed log entries. Every member applies the same entries to the same
+//! state and gets the same responses; only the leader's lease clock is local.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::auth::AuthStore;
+use crate::cluster::ClusterInfo;
+use crate::codec::{self, DecodeError, Reader};
+use crate::error::EtcdError;
+use crate::lease::{LeaseProposal, LeaseTiming, Lessor};
+use crate::mvcc::store::{MvccStore, Write};
+use crate::mvcc::types::*;
+use crate::node::StateMachine;
+use crate::raft::ConfChange;
+use crate::request::{self, ApiLimits, AuthRequest, AuthResponse, Request, Response};
+use crate::types::LogIndex;
+use crate::watch::{WatchLimits, WatchRegistry, WatchResponse};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EtcdConfig {
+    pub tick_ms: u64,
+    pub election_timeout_ticks: u32,
+    pub limits: ApiLimits,
+    pub watch_limits: WatchLimits,
+    /// This cluster's ID (the server derives it from the initial cluster).
+    pub cluster_id: u64,
+    /// Record each revision's events in `Notification::Committed` (for the
+    /// simulator's history checks and, later, watches).
+    pub observe_events: bool,
+}
+
+impl EtcdConfig {
+    pub fn new(tick_ms: u64, election_timeout_ticks: u32) -> EtcdConfig {
+        EtcdConfig {
+            tick_ms,
+            election_timeout_ticks,
+            limits: ApiLimits::default(),
+            watch_limits: WatchLimits::default(),
+            cluster_id: 0,
+            observe_events: false,
+        }
+    }
+}
+
+/// What the state machine tells its driver besides replies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// The events of one revision, in order, as applied at log `index`.
+    Committed {
+        index: LogIndex,
+        revision: i64,
+        events: Vec<Event>,
+    },
+    /// A response for a client's watch stream.
+    Watch(WatchResponse),
+}
+
+#[derive(Clone, Debug)]
+pub struct EtcdState {
+    cfg: EtcdConfig,
+    timing: LeaseTiming,
+    mvcc: MvccStore,
+    lessor: Lessor,
+    auth: AuthStore,
+    cluster: ClusterInfo,
+    /// Local to this member: never replicated, never in a snapshot.
+    watches: WatchRegistry,
+    now_ticks: u64,
+    notifications: Vec<Notification>,
+}
+
+impl EtcdState {
+    pub fn new(cfg: EtcdConfig) -> EtcdState {
+        EtcdState {
+            timing: LeaseTiming::new(cfg.tick_ms, cfg.election_timeout_ticks),
+            cfg,
+            mvcc: MvccStore::new(),
+            lessor: Lessor::new(),
+            auth: AuthStore::new(),
+            cluster: ClusterInfo {
+                cluster_id: cfg.cluster_id,
+                members: Default::default(),
+            },
+            watches: WatchRegistry::new(cfg.watch_limits),
+            now_ticks: 0,
+            notifications: Vec::new(),
+        }
+    }
+
+    pub fn mvcc(&self) -> &MvccStore {
+        &self.mvcc
+    }
+
+    pub fn lessor(&self) -> &Lessor {
+        &self.lessor
+    }
+
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
+    }
+
+    pub fn cluster(&self) -> &ClusterInfo {
+        &self.cluster
+    }
+
+    pub fn watches(&self) -> &WatchRegistry {
+        &self.watches
+    }
+
+    pub fn timing(&self) -> &LeaseTiming {
+        &self.timing
+    }
+
+    fn header_rev(&self) -> i64 {
+        self.mvcc.current_revision()
+    }
+
+    /// Records a finished write's events; returns the store revision.
+    fn record(&mut self, index: LogIndex, events: Vec<Event>) -> i64 {
+        let rev = self.mvcc.current_revision();
+        if events.is_empty() {
+            return rev;
+        }
+        self.watches.on_commit(rev, &events);
+        if self.cfg.observe_events {
+            self.notifications.push(Notification::Committed {
+                index,
+                revision: rev,
+                events,
+            });
+        }
+        rev
+    }
+
+    fn apply_put(&mut self, index: LogIndex, p: &PutRequest) -> Response {
+        if let Err(e) = check_put(&self.mvcc, &self.lessor, p) {
+            return Response::Error(e);
+        }
+        let mut w = self.mvcc.write();
+        let resp = put_in(&mut w, &mut self.lessor, p);
+        {
+            let events = w.finish();
+            self.record(index, events)
+        };
+        Response::Put(resp)
+    }
+
+    fn apply_delete(&mut self, index: LogIndex, d: &DeleteRangeRequest) -> Response {
+        let mut w = self.mvcc.write();
+        let resp = delete_in(&mut w, &mut self.lessor, d);
+        {
+            let events = w.finish();
+            self.record(index, events)
+        };
+        Response::DeleteRange(resp)
+    }
+
+    fn apply_txn(&mut self, index: LogIndex, t: &TxnRequest) -> Response {
+        // Every compare, nested ones too, sees the state before the txn.
+        let path = compare_path(&self.mvcc, t);
+        if let Err(e) = check_txn_ops(&self.lessor, &self.mvcc, t, &path) {
+            return Response::Error(e);
+        }
+        let mut w = self.mvcc.write();
+        let mut cursor = 0;
+        let mut resp = txn_in(&mut w, &mut self.lessor, t, &path, &mut cursor);
+        let rev = {
+            let events = w.finish();
+            self.record(index, events)
+        };
+        resp.revision = rev;
+        Response::Txn(resp)
+    }
+
+    /// Revokes a lease: its keys go in one revision.
+    fn apply_revoke(&mut self, index: LogIndex, id: i64, epoch: Option<u64>) -> Response {
+        match self.lessor.revoke(id, epoch) {
+            Err(e) => Response::Error(e),
+            Ok(None) => Response::Internal,
+            Ok(Some(keys)) => {
+                let mut w = self.mvcc.write();
+                for k in keys {
+                    w.delete_range(&k, &[]);
+                }
+                let rev = {
+                    let events = w.finish();
+                    self.record(index, events)
+                };
+                if epoch.is_some() {
+                    Response::Internal
+                } else {
+                    Response::LeaseRevoke { revision: rev }
+                }
+            }
+        }
+    }
+
+    fn apply_auth(&mut self, a: &AuthRequest) -> Response {
+        let a_ = &mut self.auth;
+        let result = match a {
+            AuthRequest::Enable => a_.auth_enable(),
+            AuthRequest::Disable => {
+                a_.auth_disable();
+                Ok(())
+            }
+            AuthRequest::UserAdd {
+                name,
+                password_hash,
+                no_password,
+            } => a_.user_add(name, password_hash.clone(), *no_password),
+            AuthRequest::UserDelete { name } => a_.user_delete(name),
+            AuthRequest::UserChangePassword {
+                name,
+                password_hash,
+            } => a_.user_change_password(name, password_hash.clone()),
+            AuthRequest::UserGrantRole { user, role } => a_.user_grant_role(user, role),
+            AuthRequest::UserRevokeRole { user, role } => a_.user_revoke_role(user, role),
+            AuthRequest::RoleAdd { name } => a_.role_add(name),
+            AuthRequest::RoleDelete { name } => a_.role_delete(name),
+            AuthRequest::RoleGrantPermission { name, perm } => {
+                a_.role_grant_permission(name, perm.clone())
+            }
+            AuthRequest::RoleRevokePermission {
+                name,
+                key,
+                range_end,
+            } => a_.role_revoke_permission(name, key, range_end),
+            AuthRequest::Status
+            | AuthRequest::UserGet { .. }
+            | AuthRequest::UserList
+            | AuthRequest::RoleGet { .. }
+            | AuthRequest::RoleList => return self.read_auth(a),
+        };
+        match result {
+            Ok(()) => Response::Auth {
+                resp: AuthResponse::Done,
+                revision: self.header_rev(),
+            },
+            Err(e) => Response::Error(EtcdError::Auth(e)),
+        }
+    }
+
+    fn read_auth(&self, a: &AuthRequest) -> Response {
+        let rev = self.header_rev();
+        let ok = |resp| Response::Auth {
+            resp,
+            revision: rev,
+        };
+        match a {
+            AuthRequest::Status => ok(AuthResponse::Status {
+                enabled: self.auth.is_enabled(),
+                auth_revision: self.auth.revision().0,
+            }),
+            AuthRequest::UserGet { name } => match self.auth.user_get(name) {
+                Ok(roles) => ok(AuthResponse::User { roles }),
+                Err(e) => Response::Error(EtcdError::Auth(e)),
+            },
+            AuthRequest::UserList => ok(AuthResponse::Users {
+                names: self.auth.user_list(),
+            }),
+            AuthRequest::RoleGet { name } => match self.auth.role_get(name) {
+                Ok(perms) => ok(AuthResponse::Role { perms }),
+                Err(e) => Response::Error(EtcdError::Auth(e)),
+            },
+            AuthRequest::RoleList => ok(AuthResponse::Roles {
+                names: self.auth.role_list(),
+            }),
+            _ => Response::Error(EtcdError::Unhealthy),
+        }
+    }
+
+    fn read_txn(&self, t: &TxnRequest) -> Response {
+        if t.has_writes() {
+            // Writes go through the log; a driver that sends one here is wrong,
+            // but the answer is an error, not a panic.
+            return Response::Error(EtcdError::Unhealthy);
+        }
+        let path = compare_path(&self.mvcc, t);
+        if let Err(e) = check_txn_ops(&self.lessor, &self.mvcc, t, &path) {
+            return Response::Error(e);
+        }
+        let mut cursor = 0;
+        let mut resp = read_txn_in(&self.mvcc, t, &path, &mut cursor);
+        resp.revision = self.header_rev();
+        Response::Txn(resp)
+    }
+}
+
+/// etcd's `compareToPath`: the branch taken at each txn, depth first.
+fn compare_path(store: &MvccStore, t: &TxnRequest) -> Vec<bool> {
+    let ok = t.compare.iter().all(|c| store.compare(c));
+    let mut path = vec![ok];
+    for op in if ok { &t.success } else { &t.failure } {
+        if let RequestOp::Txn(inner) = op {
+            path.extend(compare_path(store, inner));
+        }
+    }
+    path
+}
+
+fn check_put(store: &MvccStore, lessor: &Lessor, p: &PutRequest) -> Result<(), EtcdError> {
+    if (p.ignore_value || p.ignore_lease) && store.get(&p.key).is_none() {
+        return Err(EtcdError::KeyNotFound);
+    }
+    if p.lease != 0 && !lessor.contains(p.lease) {
+        return Err(EtcdError::LeaseNotFound);
+    }
+    Ok(())
+}
+
+/// etcd's `checkRequests` along the taken path: puts need their lease and
+/// (with ignore flags) their key; ranges need an uncompacted, past revision.
+/// A failure aborts the whole txn before anything is written.
+fn check_txn_ops(
+    lessor: &Lessor,
+    store: &MvccStore,
+    t: &TxnRequest,
+    path: &[bool],
+) -> Result<(), EtcdError> {
+    fn walk(
+        lessor: &Lessor,
+        store: &MvccStore,
+        t: &TxnRequest,
+        path: &[bool],
+        cursor: &mut usize,
+    ) -> Result<(), EtcdError> {
+        let ok = path.get(*cursor).copied().unwrap_or(false);
+        *cursor += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Put(p) => check_put(store, lessor, p)?,
+                RequestOp::Range(r) => {
+                    if r.revision != 0 {
+                        if r.revision > store.current_revision() {
+                            return Err(EtcdError::FutureRev);
+                        }
+                        if r.revision < store.first_revision() {
+                            return Err(EtcdError::Compacted);
+                        }
+                    }
+                }
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(inner) => walk(lessor, store, inner, path, cursor)?,
+            }
+        }
+        Ok(())
+    }
+    let mut cursor = 0;
+    walk(lessor, store, t, path, &mut cursor)
+}
+
+fn put_in(w: &mut Write<'_>, lessor: &mut Lessor, p: &PutRequest) -> PutResponse {
+    let existing = if p.ignore_value || p.ignore_lease || p.prev_kv {
+        w.get(&p.key)
+    } else {
+        None
+    };
+    let value = if p.ignore_value {
+        existing
+            .as_ref()
+            .map(|kv| kv.value.clone())
+            .unwrap_or_default()
+    } else {
+        p.value.clone()
+    };
+    let lease = if p.ignore_lease {
+        existing.as_ref().map_or(0, |kv| kv.lease)
+    } else {
+        p.lease
+    };
+    let prev = w.put(p.key.clone(), value, lease);
+    if let Some(old) = prev
+        .as_ref()
+        .filter(|kv| kv.lease != 0 && kv.lease != lease)
+    {
+        lessor.detach(old.lease, &p.key);
+    }
+    if lease != 0 {
+        lessor.attach(lease, p.key.clone());
+    }
+    PutResponse {
+        revision: w.revision(),
+        prev_kv: if p.prev_kv { prev } else { None },
+    }
+}
+
+fn delete_in(
+    w: &mut Write<'_>,
+    lessor: &mut Lessor,
+    d: &DeleteRangeRequest,
+) -> DeleteRangeResponse {
+    let deleted = w.delete_range(&d.key, &d.range_end);
+    for kv in deleted.iter().filter(|kv| kv.lease != 0) {
+        lessor.detach(kv.lease, &kv.key);
+    }
+    DeleteRangeResponse {
+        // etcd: the new revision if this or an earlier op in the txn changed anything.
+        revision: w.read_revision(),
+        deleted: deleted.len() as i64,
+        prev_kvs: if d.prev_kv { deleted } else { Vec::new() },
+    }
+}
+
+fn txn_in(
+    w: &mut Write<'_>,
+    lessor: &mut Lessor,
+    t: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+) -> TxnResponse {
+    let ok = path.get(*cursor).copied().unwrap_or(false);
+    *cursor += 1;
+    let ops = if ok { &t.success } else { &t.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        responses.push(match op {
+            RequestOp::Range(r) => match w.range(r) {
+                Ok(rr) => ResponseOp::Range(rr),
+                // Checked before the txn started; cannot fail now.
+                Err(_) => ResponseOp::Range(RangeResponse {
+                    revision: w.read_revision(),
+                    ..RangeResponse::default()
+                }),
+            },
+            RequestOp::Put(p) => ResponseOp::Put(put_in(w, lessor, p)),
+            RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(delete_in(w, lessor, d)),
+            RequestOp::Txn(inner) => {
+                let mut r = txn_in(w, lessor, inner, path, cursor);
+                r.revision = w.read_revision();
+                ResponseOp::Txn(r)
+            }
+        });
+    }
+    TxnResponse {
+        revision: 0,
+        succeeded: ok,
+        responses,
+    }
+}
+
+fn read_txn_in(
+    store: &MvccStore,
+    t: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+) -> TxnResponse {
+    let ok = path.get(*cursor).copied().unwrap_or(false);
+    *cursor += 1;
+    let ops = if ok { &t.success } else { &t.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        responses.push(match op {
+            RequestOp::Range(r) => ResponseOp::Range(store.range(r).unwrap_or_default()),
+            RequestOp::Txn(inner) => {
+                let mut r = read_txn_in(store, inner, path, cursor);
+                r.revision = store.current_revision();
+                ResponseOp::Txn(r)
+            }
+            // Callers check `has_writes` first; keep the shape if one slips through.
+            RequestOp::Put(_) => ResponseOp::Put(PutResponse::default()),
+            RequestOp::DeleteRange(_) => ResponseOp::DeleteRange(DeleteRangeResponse::default()),
+        });
+    }
+    TxnResponse {
+        revision: 0,
+        succeeded: ok,
+        responses,
+    }
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+impl StateMachine for EtcdState {
+    type Request = Request;
+    type Response = Response;
+    type Notification = Notification;
+
+    fn encode_request(req: &Request, buf: &mut BytesMut) {
+        request::encode_request(req, buf);
+    }
+
+    fn decode_request(data: &[u8]) -> Result<Request, DecodeError> {
+        request::decode_request(data)
+    }
+
+    fn prepare(&mut self, req: &mut Request, id_seed: u64) -> Result<(), Response> {
+        request::validate(req, &self.cfg.limits).map_err(Response::Error)?;
+        if let Request::LeaseGrant { id, .. } = req
+            && *id == 0
+        {
+            // Positive, non-zero, unique per proposer incarnation and request.
+            let mixed = id_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+            *id = (mixed >> 1).max(1) as i64;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, index: LogIndex, req: &Request) -> Response {
+        match req {
+            Request::Put(p) => self.apply_put(index, p),
+            Request::DeleteRange(d) => self.apply_delete(index, d),
+            Request::Txn(t) if t.has_writes() => self.apply_txn(index, t),
+            Request::Compact { revision, .. } => match self.mvcc.compact(*revision) {
+                Ok(()) => Response::Compact {
+                    revision: self.header_rev(),
+                },
+                Err(e) => Response::Error(e),
+            },
+            Request::LeaseGrant { id, ttl } => {
+                match self.lessor.grant(*id, *ttl, &self.timing, self.now_ticks) {
+                    Ok(ttl) => Response::LeaseGrant {
+                        id: *id,
+                        ttl,
+                        revision: self.header_rev(),
+                    },
+                    Err(e) => Response::Error(e),
+                }
+            }
+            Request::LeaseRevoke { id } => self.apply_revoke(index, *id, None),
+            Request::LeaseExpire { id, epoch } => self.apply_revoke(index, *id, Some(*epoch)),
+            Request::LeaseRenew { id } => {
+                match self.lessor.renew(*id, &self.timing, self.now_ticks) {
+                    Ok(ttl) => Response::LeaseRenew {
+                        id: *id,
+                        ttl,
+                        revision: self.header_rev(),
+                    },
+                    Err(e) => Response::Error(e),
+                }
+            }
+            Request::LeaseCheckpoint(v) => {
+                self.lessor.checkpoint(v);
+                Response::Internal
+            }
+            Request::Range(_)
+            | Request::Txn(_)
+            | Request::LeaseTimeToLive { .. }
+            | Request::LeaseLeases
+            | Request::HashKv { .. } => self.read(req),
+            Request::Auth(a) => self.apply_auth(a),
+            Request::MemberPublish {
+                id,
+                name,
+                client_urls,
+            } => {
+                self.cluster.publish(*id, name, client_urls);
+                Response::MemberPublish {
+                    revision: self.header_rev(),
+                }
+            }
+            Request::MemberList => self.read(req),
+            Request::WatchCreate { .. }
+            | Request::WatchCancel { .. }
+            | Request::WatchProgress { .. }
+            | Request::WatchAck { .. }
+            | Request::WatchClose { .. } => Response::Error(EtcdError::Unhealthy),
+        }
+    }
+
+    fn local(&mut self, req: &Request) -> Response {
+        match req {
+            Request::WatchCreate { stream, create } => {
+                self.watches.create(*stream, create.clone(), &self.mvcc)
+            }
+            Request::WatchCancel { stream, watch_id } => {
+                self.watches.cancel(*stream, *watch_id, &self.mvcc)
+            }
+            Request::WatchProgress { stream } => self.watches.request_progress(*stream, &self.mvcc),
+            Request::WatchAck { stream, n } => self.watches.ack(*stream, *n as usize),
+            Request::WatchClose { stream } => self.watches.close_stream(*stream),
+            _ => return self.read(req),
+        }
+        Response::Internal
+    }
+
+    fn read(&self, req: &Request) -> Response {
+        match req {
+            Request::Range(r) => match self.mvcc.range(r) {
+                Ok(rr) => Response::Range(rr),
+                Err(e) => Response::Error(e),
+            },
+            Request::Txn(t) => self.read_txn(t),
+            Request::LeaseTimeToLive { id, keys } => {
+                match self.lessor.time_to_live(*id, &self.timing, self.now_ticks) {
+                    // etcd answers a missing lease with TTL -1 rather than an error.
+                    None => Response::LeaseTimeToLive {
+                        id: *id,
+                        ttl: -1,
+                        granted_ttl: 0,
+                        keys: Vec::new(),
+                        revision: self.header_rev(),
+                    },
+                    Some((granted_ttl, ttl)) => Response::LeaseTimeToLive {
+                        id: *id,
+                        ttl,
+                        granted_ttl,
+                        keys: if *keys {
+                            self.lessor
+                                .get(*id)
+                                .map(|l| l.keys.iter().cloned().collect())
+                                .unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
+                        revision: self.header_rev(),
+                    },
+                }
+            }
+            Request::LeaseLeases => Response::LeaseLeases {
+                ids: self.lessor.ids().collect(),
+                revision: self.header_rev(),
+            },
+            Request::HashKv { revision } => match self.mvcc.hash_kv(*revision) {
+                Ok((hash, _)) => Response::HashKv {
+                    hash,
+                    compact_revision: self.mvcc.compact_revision(),
+                    revision: self.header_rev(),
+                },
+                Err(e) => Response::Error(e),
+            },
+            Request::Auth(a) => self.read_auth(a),
+            Request::MemberList => Response::MemberList {
+                cluster_id: self.cluster.cluster_id,
+                members: self.cluster.members.values().cloned().collect(),
+                revision: self.header_rev(),
+            },
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Compact { .. }
+            | Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. }
+            | Request::LeaseRenew { .. }
+            | Request::LeaseExpire { .. }
+            | Request::LeaseCheckpoint(_)
+            | Request::MemberPublish { .. }
+            | Request::WatchCreate { .. }
+            | Request::WatchCancel { .. }
+            | Request::WatchProgress { .. }
+            | Request::WatchAck { .. }
+            | Request::WatchClose { .. } => Response::Error(EtcdError::Unhealthy),
+        }
+    }
+
+    fn tick(&mut self, now_ticks: u64, leader_ready: bool) -> Vec<Request> {
+        self.now_ticks = now_ticks;
+        match (leader_ready, self.lessor.is_primary()) {
+            (true, false) => self.lessor.promote(&self.timing, now_ticks),
+            (false, true) => self.lessor.demote(),
+            _ => {}
+        }
+        self.lessor
+            .tick(&self.timing, now_ticks)
+            .into_iter()
+            .map(|p| match p {
+                LeaseProposal::Revoke { id, epoch } => Request::LeaseExpire { id, epoch },
+                LeaseProposal::Checkpoint(v) => Request::LeaseCheckpoint(v),
+            })
+            .collect()
+    }
+
+    fn take_notifications(&mut self) -> Vec<Notification> {
+        self.watches.step(&self.mvcc, self.now_ticks);
+        let mut out = std::mem::take(&mut self.notifications);
+        out.extend(
+            self.watches
+                .take_responses()
+                .into_iter()
+                .map(Notification::Watch),
+        );
+        out
+    }
+
+    fn apply_conf_change(&mut self, _index: LogIndex, cc: &ConfChange) {
+        self.cluster.apply_conf_change(cc);
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_u8(SNAPSHOT_VERSION);
+        self.mvcc.encode(&mut buf);
+        self.lessor.encode(&mut buf);
+        codec::put_bytes(&mut buf, &self.auth.snapshot());
+        self.cluster.encode(&mut buf);
+        buf.freeze()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), DecodeError> {
+        let mut r = Reader::new(data);
+        let v = r.u8()?;
+        if v != SNAPSHOT_VERSION {
+            return Err(DecodeError::BadTag(v));
+        }
+        let mvcc = MvccStore::decode(&mut r)?;
+        let lessor = Lessor::decode(&mut r)?;
+        let auth = AuthStore::restore(r.bytes()?).map_err(|_| DecodeError::BadTag(0xa0))?;
+        let cluster = ClusterInfo::decode(&mut r)?;
+        r.finish()?;
+        self.mvcc = mvcc;
+        self.lessor = lessor;
+        self.auth = auth;
+        self.cluster = cluster;
+        // Watchers keep their place; they catch up from the restored history.
+        self.watches.resync_all();
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! The multi-version key-value store (etcd's `mvcc` package).
+
+pub mod store;
+pub mod types;
+
+pub use store::{MvccStore, Write};
+pub use types::*;
