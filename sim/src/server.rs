@@ -1,0 +1,139 @@
+//! A simulated member: the real core driven by madsim time and the simulated
+//! network and disk. It only moves events in and effects out.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+
+use etcd_core::NodeId;
+use etcd_core::node::{Input, Node};
+use etcd_core::register::Register;
+
+use crate::world::{ClientReq, Event, NodeState, Sim};
+
+/// Bound on `ready()` rounds after one batch of events; the node reports
+/// through `has_ready` whether more remains, and it is picked up next time.
+const MAX_READY_ROUNDS: usize = 8;
+
+pub async fn server_main(sim: Sim, id: NodeId) {
+    let (tx, mut rx) = mpsc::unbounded::<Event>();
+    let (disk_kick, mut disk_rx) = mpsc::unbounded::<()>();
+    let (mut node, tick, fsync) = {
+        let mut w = sim.lock();
+        let cfg_inc = w.nodes[&id].incarnation + 1;
+        let cfg = w.node_config(id, cfg_inc);
+        let voters = w.founding_voters.clone();
+        let tick_ms = w.opts.tick_ms;
+        let fsync = w.opts.fsync_us;
+        let slot = w.nodes.get_mut(&id).expect("slot exists");
+        slot.incarnation = cfg_inc;
+        slot.inbox = Some(tx.clone());
+        slot.state = NodeState::Up;
+        let tick = Duration::from_micros(tick_ms * slot.tick_permille);
+        let fresh =
+            slot.disk.durable.last_index().0 == 0 && slot.disk.durable.hard_state().term.0 == 0;
+        let node = if slot.founding && fresh {
+            Node::bootstrap(cfg, Register::default(), &voters)
+        } else {
+            match Node::restart(cfg, Register::default(), slot.disk.durable.recover()) {
+                Ok(n) => n,
+                Err(e) => {
+                    w.fail(format!("{id:?} cannot restart from its disk: {e}"));
+                    return;
+                }
+            }
+        };
+        (node, tick, fsync)
+    };
+
+    // Ticks, at this member's own (drifting) rate.
+    let tick_tx = tx.clone();
+    madsim::task::spawn(async move {
+        loop {
+            madsim::time::sleep(tick).await;
+            if tick_tx.unbounded_send(Event::Tick).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The disk: group commit. Each sync covers the writes present when it starts.
+    let disk_sim = sim.clone();
+    let disk_tx = tx.clone();
+    madsim::task::spawn(async move {
+        while disk_rx.next().await.is_some() {
+            while disk_rx.try_recv().is_ok() {}
+            let (k, latency) = {
+                let mut w = disk_sim.lock();
+                let k = w.nodes[&id].disk.unsynced.len();
+                let (lo, hi) = fsync;
+                use crate::options::Draw;
+                (k, Duration::from_micros(w.rng.range(lo, hi)))
+            };
+            if k == 0 {
+                continue;
+            }
+            let stalled_for = {
+                let w = disk_sim.lock();
+                w.nodes[&id]
+                    .disk_stalled_until_ns
+                    .saturating_sub(w.now_ns())
+            };
+            madsim::time::sleep(latency + Duration::from_nanos(stalled_for)).await;
+            let synced = disk_sim
+                .lock()
+                .nodes
+                .get_mut(&id)
+                .and_then(|s| s.disk.sync(k));
+            if let Some(n) = synced
+                && disk_tx.unbounded_send(Event::Persisted(n)).is_err()
+            {
+                break;
+            }
+            // Writes that arrived during the sync need another round; their
+            // queueing already kicked us, so the loop comes round again.
+        }
+    });
+    sim.lock()
+        .nodes
+        .get_mut(&id)
+        .expect("slot exists")
+        .disk_kick = Some(disk_kick);
+
+    while let Some(ev) = rx.next().await {
+        let mut evs = vec![ev];
+        while let Ok(ev) = rx.try_recv() {
+            evs.push(ev);
+        }
+        for ev in evs {
+            let input = match ev {
+                Event::Tick => Input::Tick,
+                Event::Peer(m) => Input::Peer(m),
+                Event::Client {
+                    id,
+                    req: ClientReq::Write(r),
+                } => Input::Propose(id, r),
+                Event::Client {
+                    id,
+                    req: ClientReq::Read(r),
+                } => Input::Read(id, r),
+                Event::Persisted(n) => Input::Persisted(n),
+                Event::Admin(input) => input,
+            };
+            node.step(input);
+        }
+        for _ in 0..MAX_READY_ROUNDS {
+            if !node.has_ready() {
+                break;
+            }
+            let rd = node.ready();
+            let mut w = sim.lock();
+            w.after_ready(&sim, id, &node, rd);
+        }
+        if let Some(why) = node.fatal() {
+            sim.lock().fail(format!("{id:?} stopped: {why}"));
+            return;
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The simulated world every task shares: members and their disks, the network
+//! between members and clients, the checker, the clients' history, counters
+//! and the trace digest. One lock; never held across an `.await`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc::UnboundedSender;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use etcd_core::hash::Fnv64;
+use etcd_core::node::{Input, Node, Outcome, Persist, Ready};
+use etcd_core::raft::{Message, MsgBody, Role};
+use etcd_core::register::{Register, RegisterRequest, RegisterResponse};
+use etcd_core::storage::MemStorage;
+use etcd_core::{LogIndex, NodeId, ReqId, Term};
+
+use crate::checker::{Checker, Observation};
+use crate::linearizability::Op;
+use crate::options::{Draw, SimOptions};
+
+/// What a member's task receives.
+#[derive(Debug)]
+pub enum Event {
+    Tick,
+    Peer(Message),
+    Client {
+        id: ReqId,
+        req: ClientReq,
+    },
+    Persisted(u64),
+    /// An operator's input (membership change, leadership transfer).
+    Admin(Input<RegisterRequest>),
+}
+
+#[derive(Clone, Debug)]
+pub enum ClientReq {
+    Write(RegisterRequest),
+    Read(RegisterRequest),
+}
+
+/// Either end of a simulated link.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Server(NodeId),
+    Client(u64),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Up,
+    Crashed,
+    Paused,
+    /// Removed from the cluster and shut down for good.
+    Removed,
+}
+
+/// A member's disk: the durable image, plus writes handed to it and not yet synced.
+#[derive(Default)]
+pub struct SimDisk {
+    pub durable: MemStorage,
+    pub unsynced: VecDeque<Persist>,
+}
+
+impl SimDisk {
+    /// Syncs the first `k` writes; returns the last one's number.
+    pub fn sync(&mut self, k: usize) -> Option<u64> {
+        let mut last = None;
+        for _ in 0..k {
+            let Some(p) = self.unsynced.pop_front() else {
+                break;
+            };
+            self.durable.apply(&p);
+            last = Some(p.number);
+        }
+        last
+    }
+
+    /// A crash: the OS may have written any prefix of the unsynced writes.
+    pub fn crash(&mut self, rng: &mut ChaCha8Rng) -> usize {
+        let kept = rng.below(self.unsynced.len() as u64 + 1) as usize;
+        self.sync(kept);
+        let lost = self.unsynced.len();
+        self.unsynced.clear();
+        lost
+    }
+
+    /// Does the durable image hold entry `(i, t)`, or a snapshot covering `i`?
+    pub fn holds(&self, i: LogIndex, t: Term) -> bool {
+        if let Some(e) = self.durable.entry(i) {
+            return e.term == t;
+        }
+        self.durable.snapshot().is_some_and(|s| s.meta.index >= i)
+    }
+}
+
+/// What the controller and final checks need to know of a member.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub role: Option<Role>,
+    pub term: Term,
+    pub leader: NodeId,
+    pub commit: LogIndex,
+    pub applied: LogIndex,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub digest: u64,
+    pub last_index: LogIndex,
+    pub matched_by_leader: BTreeMap<NodeId, LogIndex>,
+}
+
+pub struct Slot {
+    pub madsim: Option<madsim::runtime::NodeHandle>,
+    pub inbox: Option<UnboundedSender<Event>>,
+    /// Wakes the member's disk task after a write is queued.
+    pub disk_kick: Option<UnboundedSender<()>>,
+    pub disk: SimDisk,
+    pub state: NodeState,
+    pub incarnation: u64,
+    /// Founding members bootstrap when their disk is empty; joiners wait.
+    pub founding: bool,
+    /// Tick interval multiplier in per mille (1000 = exact).
+    pub tick_permille: u64,
+    /// Fsyncs wait until this virtual time (a stalled disk).
+    pub disk_stalled_until_ns: u64,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    pub leader_changes: u64,
+    pub partitions: u64,
+    pub crashes: u64,
+    pub lost_unsynced_writes: u64,
+    pub pauses: u64,
+    pub client_cuts: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub local_snapshots: u64,
+    pub membership_changes: u64,
+    pub membership_applied: u64,
+    pub disk_stalls: u64,
+    pub transfers: u64,
+    pub weather_changes: u64,
+    pub ops_ok: u64,
+    pub ops_failed: u64,
+    pub ops_unknown: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.messages_sent += o.messages_sent;
+        self.messages_delivered += o.messages_delivered;
+        self.messages_dropped += o.messages_dropped;
+        self.messages_duplicated += o.messages_duplicated;
+        self.leader_changes += o.leader_changes;
+        self.partitions += o.partitions;
+        self.crashes += o.crashes;
+        self.lost_unsynced_writes += o.lost_unsynced_writes;
+        self.pauses += o.pauses;
+        self.client_cuts += o.client_cuts;
+        self.snapshots_sent += o.snapshots_sent;
+        self.snapshots_installed += o.snapshots_installed;
+        self.local_snapshots += o.local_snapshots;
+        self.membership_changes += o.membership_changes;
+        self.membership_applied += o.membership_applied;
+        self.disk_stalls += o.disk_stalls;
+        self.transfers += o.transfers;
+        self.weather_changes += o.weather_changes;
+        self.ops_ok += o.ops_ok;
+        self.ops_failed += o.ops_failed;
+        self.ops_unknown += o.ops_unknown;
+    }
+}
+
+pub struct World {
+    pub opts: SimOptions,
+    pub bugs: etcd_core::raft::Bugs,
+    pub rng: ChaCha8Rng,
+    pub start: madsim::time::Instant,
+    pub nodes: BTreeMap<NodeId, Slot>,
+    /// Directed links that drop everything.
+    pub cut: BTreeSet<(Endpoint, Endpoint)>,
+    pub loss_permille: u64,
+    pub dup_permille: u64,
+    pub delay_us: (u64, u64),
+    pub clients: BTreeMap<u64, UnboundedSender<(ReqId, Outcome<RegisterResponse>)>>,
+    pub stop_clients: bool,
+    pub checker: Checker,
+    pub history: Vec<Op>,
+    pub stats: Stats,
+    pub trace: Fnv64,
+    pub net: Option<madsim::runtime::NodeHandle>,
+    /// The first safety violation; the run stops at it.
+    pub failure: Option<String>,
+    pub last_leader: NodeId,
+    /// Print every step (SIM_TRACE=1 when replaying a seed).
+    pub verbose: bool,
+    pub founding_voters: Vec<(NodeId, Bytes)>,
+}
+
+/// The shared handle.
+#[derive(Clone)]
+pub struct Sim(pub Arc<Mutex<World>>);
+
+impl Sim {
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        // A poisoned lock means a task panicked; the runtime is already failing.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl World {
+    pub fn new(opts: SimOptions, bugs: etcd_core::raft::Bugs) -> World {
+        let founding_voters: Vec<(NodeId, Bytes)> = (1..=opts.nodes)
+            .map(|i| (NodeId(i), Bytes::new()))
+            .collect();
+        World {
+            rng: ChaCha8Rng::seed_from_u64(opts.seed),
+            loss_permille: opts.loss_permille,
+            dup_permille: opts.dup_permille,
+            delay_us: opts.net_delay_us,
+            opts,
+            bugs,
+            start: madsim::time::Instant::now(),
+            nodes: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            clients: BTreeMap::new(),
+            stop_clients: false,
+            checker: Checker::default(),
+            history: Vec::new(),
+            stats: Stats::default(),
+            trace: Fnv64::new(),
+            net: None,
+            failure: None,
+            last_leader: NodeId::NONE,
+            verbose: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
+            founding_voters,
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn fail(&mut self, why: String) {
+        if self.failure.is_none() {
+            self.failure = Some(why);
+        }
+    }
+
+    pub fn node_config(&self, id: NodeId, incarnation: u64) -> etcd_core::NodeConfig {
+        let seed = self.opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (id.0 << 32) ^ incarnation;
+        let mut raft = etcd_core::RaftConfig::new(id, seed);
+        raft.election_timeout_ticks = self.opts.election_timeout_ticks;
+        raft.heartbeat_interval_ticks = 1;
+        raft.max_inflight_msgs = self.opts.max_inflight_msgs;
+        raft.max_msg_bytes = self.opts.max_msg_bytes;
+        raft.bugs = self.bugs;
+        let mut cfg = etcd_core::NodeConfig::new(raft);
+        cfg.snapshot_interval_entries = self.opts.snapshot_interval_entries;
+        cfg.snapshot_catchup_entries = self.opts.snapshot_catchup_entries;
+        cfg.request_timeout_ticks = 40;
+        cfg.observe_applied = true;
+        cfg
+    }
+
+    /// Members as the most up-to-date live node sees them (voters, learners).
+    pub fn membership(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        self.nodes
+            .values()
+            .filter(|s| s.state != NodeState::Removed)
+            .max_by_key(|s| (s.summary.applied, s.summary.term))
+            .map(|s| (s.summary.voters.clone(), s.summary.learners.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The live leader of the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| s.state == NodeState::Up && s.summary.role == Some(Role::Leader))
+            .max_by_key(|(_, s)| s.summary.term)
+            .map(|(id, _)| *id)
+    }
+
+    fn link_up(&self, from: Endpoint, to: Endpoint) -> bool {
+        !self.cut.contains(&(from, to))
+    }
+
+    fn draw_delay(&mut self) -> Duration {
+        let (lo, hi) = self.delay_us;
+        Duration::from_micros(self.rng.range(lo, hi.max(lo)))
+    }
+
+    /// Decides the fate of one message: delivery delays (none: dropped; two:
+    /// duplicated). Only Raft's own messages may be duplicated: they are
+    /// idempotent, and a retransmitting transport may repeat them. A client's
+    /// request, its answer, or a proposal a follower forwards to the leader is
+    /// not idempotent, and a stream transport (TCP) never repeats it.
+    fn fate(&mut self, from: Endpoint, to: Endpoint, may_duplicate: bool) -> Vec<Duration> {
+        self.stats.messages_sent += 1;
+        if !self.link_up(from, to) || self.rng.chance(self.loss_permille) {
+            self.stats.messages_dropped += 1;
+            return Vec::new();
+        }
+        let mut out = vec![self.draw_delay()];
+        if may_duplicate && self.rng.chance(self.dup_permille) {
+            self.stats.messages_duplicated += 1;
+            out.push(self.draw_delay());
+        }
+        out
+    }
+
+    fn trace_event(&mut self, tag: u64, a: u64, b: u64) {
+        let now = self.now_ns();
+        self.trace.write_u64(now);
+        self.trace.write_u64(tag);
+        self.trace.write_u64(a);
+        self.trace.write_u64(b);
+    }
+
+    /// Delivers to a member's inbox if it is up and the link is still up.
+    fn deliver_to_server(&mut self, from: Endpoint, to: NodeId, ev: Event) {
+        if !self.link_up(from, Endpoint::Server(to)) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let Some(slot) = self.nodes.get(&to) else {
+            return;
+        };
+        let Some(inbox) = &slot.inbox else {
+            self.stats.messages_dropped += 1;
+            return;
+        };
+        if let Event::Peer(m) = &ev
+            && matches!(m.body, MsgBody::Snapshot(_))
+        {
+            self.stats.snapshots_sent += 1;
+        }
+        if inbox.unbounded_send(ev).is_ok() {
+            self.stats.messages_delivered += 1;
+        }
+    }
+
+    /// Checks one member after one step and carries out its `Ready`.
+    pub fn after_ready(
+        &mut self,
+        sim: &Sim,
+        id: NodeId,
+        node: &Node<Register>,
+        rd: Ready<RegisterResponse, ()>,
+    ) {
+        let raft = node.raft();
+        let Some(slot) = self.nodes.get(&id) else {
+            return;
+        };
+        let incarnation = slot.incarnation;
+        let new_entries: &[etcd_core::raft::Entry] =
+            rd.persist.as_ref().map_or(&[], |p| &p.entries[..]);
+        let installed = rd
+            .persist
+            .as_ref()
+            .and_then(|p| p.snapshot.as_ref())
+            .map(|s| (s.meta.index, s.meta.term));
+        let obs = Observation {
+            node: id,
+            incarnation,
+            role: raft.role(),
+            term: raft.term(),
+            commit: raft.log().committed(),
+            voters: &raft.conf().voters,
+            log: raft.log(),
+            new_entries,
+            applied: &rd.applied,
+            installed_snapshot: installed,
+        };
+        let nodes = &self.nodes;
+        let durable =
+            |v: NodeId, i: LogIndex, t: Term| nodes.get(&v).is_some_and(|s| s.disk.holds(i, t));
+        if let Err(v) = self.checker.observe(&obs, &durable) {
+            let why = format!("t={}ms {v}", self.now_ns() / 1_000_000);
+            self.fail(why);
+        }
+        if raft.role() == Role::Leader && self.last_leader != id {
+            self.last_leader = id;
+            self.stats.leader_changes += 1;
+        }
+        if installed.is_some() {
+            self.stats.snapshots_installed += 1;
+        }
+        if raft.role() == Role::Leader {
+            let founding = self.founding_voters.len() as u64;
+            let applied_changes = rd
+                .applied
+                .iter()
+                .filter(|e| {
+                    e.kind == etcd_core::raft::EntryKind::ConfChange && e.index.0 > founding
+                })
+                .count();
+            self.stats.membership_applied += applied_changes as u64;
+        }
+        let mut matched = BTreeMap::new();
+        if raft.role() == Role::Leader {
+            for m in raft.conf().members() {
+                if let Some(p) = raft.progress(m) {
+                    matched.insert(m, p.matched);
+                }
+            }
+        }
+        let summary = Summary {
+            role: Some(raft.role()),
+            term: raft.term(),
+            leader: raft.leader(),
+            commit: raft.log().committed(),
+            applied: raft.log().applied(),
+            voters: raft.conf().voters.clone(),
+            learners: raft.conf().learners.clone(),
+            digest: node.state_machine().digest(),
+            last_index: raft.log().last_index(),
+            matched_by_leader: matched,
+        };
+        self.trace_event(1, id.0, summary.term.0 << 32 | summary.commit.0);
+        if self.verbose {
+            let p = rd.persist.as_ref();
+            println!(
+                "{:>8.3}s {id:?} inc={} {:?} t={} vote={:?} lead={:?} commit={} applied={} last={} persisted={} | persist#{:?} ents={:?} hs={:?} snap={:?} | msgs={}",
+                self.now_ns() as f64 / 1e9,
+                incarnation,
+                raft.role(),
+                raft.term(),
+                raft.vote(),
+                raft.leader(),
+                raft.log().committed(),
+                raft.log().applied(),
+                raft.log().last_index(),
+                raft.log().persisted(),
+                p.map(|p| p.number),
+                p.map(|p| p
+                    .entries
+                    .iter()
+                    .map(|e| (e.index.0, e.term.0))
+                    .collect::<Vec<_>>()),
+                p.and_then(|p| p.hard_state),
+                p.and_then(|p| p.snapshot.as_ref().map(|s| (s.meta.index.0, s.meta.term.0))),
+                rd.messages
+                    .iter()
+                    .map(|m| format!(
+                        "{}>{}:{}@{}",
+                        m.from.0,
+                        m.to.0,
+                        m.body.kind_name(),
+                        m.term.0
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        if let Some(slot) = self.nodes.get_mut(&id) {
+            slot.summary = summary;
+        }
+
+        for m in rd.messages {
+            self.trace_event(2, m.from.0 << 8 | m.to.0, m.term.0);
+            let (from, to) = (Endpoint::Server(m.from), m.to);
+            let idempotent = !matches!(m.body, MsgBody::Propose { .. });
+            for delay in self.fate(from, Endpoint::Server(to), idempotent) {
+                let sim2 = sim.clone();
+                let m2 = m.clone();
+                self.spawn_net(async move {
+                    madsim::time::sleep(delay).await;
+                    sim2.lock().deliver_to_server(from, to, Event::Peer(m2));
+                });
+            }
+        }
+        if let Some(p) = rd.persist {
+            if p.local_snapshot.is_some() {
+                self.stats.local_snapshots += 1;
+            }
+            if let Some(slot) = self.nodes.get_mut(&id) {
+                slot.disk.unsynced.push_back(p);
+                if let Some(kick) = &slot.disk_kick {
+                    // The disk task may already be gone (crash); nothing to wake then.
+                    let _ = kick.unbounded_send(());
+                }
+            }
+        }
+        for (rid, out) in rd.replies {
+            let client = rid.0 >> 40;
+            for delay in self.fate(Endpoint::Server(id), Endpoint::Client(client), false) {
+                let sim2 = sim.clone();
+                let out2 = out.clone();
+                self.spawn_net(async move {
+                    madsim::time::sleep(delay).await;
+                    let w = sim2.lock();
+                    if !w.link_up(Endpoint::Server(id), Endpoint::Client(client)) {
+                        return;
+                    }
+                    if let Some(tx) = w.clients.get(&client) {
+                        // A client that has finished no longer listens.
+                        let _ = tx.unbounded_send((rid, out2));
+                    }
+                });
+            }
+        }
+    }
+
+    /// A client's request, over the client's link to `to`.
+    pub fn send_request(&mut self, sim: &Sim, client: u64, to: NodeId, id: ReqId, req: ClientReq) {
+        let from = Endpoint::Client(client);
+        for delay in self.fate(from, Endpoint::Server(to), false) {
+            let sim2 = sim.clone();
+            let req2 = req.clone();
+            self.spawn_net(async move {
+                madsim::time::sleep(delay).await;
+                sim2.lock()
+                    .deliver_to_server(from, to, Event::Client { id, req: req2 });
+            });
+        }
+    }
+
+    /// An operator's input, delivered directly.
+    pub fn admin(&mut self, to: NodeId, input: Input<RegisterRequest>) {
+        if let Some(inbox) = self.nodes.get(&to).and_then(|s| s.inbox.as_ref()) {
+            // A member that just went down simply misses it, as with any operator call.
+            let _ = inbox.unbounded_send(Event::Admin(input));
+        }
+    }
+
+    fn spawn_net(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.net.as_ref().expect("network node exists").spawn(fut);
+    }
+}
