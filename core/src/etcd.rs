@@ -70,6 +70,13 @@ pub struct EtcdState {
     notifications: Vec<Notification>,
 }
 
+impl Default for EtcdState {
+    /// 100 ms ticks and a 10-tick election timeout (etcd's defaults).
+    fn default() -> Self {
+        EtcdState::new(EtcdConfig::new(100, 10))
+    }
+}
+
 impl EtcdState {
     pub fn new(cfg: EtcdConfig) -> EtcdState {
         EtcdState {

@@ -447,8 +447,14 @@ impl<S: StateMachine> Node<S> {
         true
     }
 
-    fn propose(&mut self, id: ReqId, req: S::Request) {
+    fn propose(&mut self, id: ReqId, mut req: S::Request) {
         if !self.admit(id) {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Err(resp) = self.sm.prepare(&mut req, self.nonce ^ seq.rotate_left(32)) {
+            self.replies.push((id, Outcome::Done(resp)));
             return;
         }
         if self.raft.leader().is_none() {
@@ -456,8 +462,6 @@ impl<S: StateMachine> Node<S> {
                 .push((id, Outcome::Failed(NodeError::NoLeader)));
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let deadline_tick = self.now_ticks + self.cfg.request_timeout_ticks;
         self.pending_writes
             .insert(seq, PendingWrite { id, deadline_tick });
@@ -849,6 +853,30 @@ impl<S: StateMachine> Node<S> {
             must_sync,
         })
     }
+}
+
+/// The requests in a batch entry, in order, as every member applies them
+/// (for observers such as the simulator's history checks). An empty entry
+/// (a leader's no-op) has none.
+pub fn decode_batch<S: StateMachine>(data: &[u8]) -> Result<Vec<S::Request>, DecodeError> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(data);
+    let tag = r.u8()?;
+    if tag != BATCH_TAG {
+        return Err(DecodeError::BadTag(tag));
+    }
+    let _nonce = r.u64_le()?;
+    let _origin = r.u64_le()?;
+    let n = r.count(2)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let _seq = r.uvarint()?;
+        out.push(S::decode_request(r.bytes()?)?);
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 /// Why a member could not be rebuilt from its storage.

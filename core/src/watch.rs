@@ -437,6 +437,11 @@ impl WatchRegistry {
                     .filter(|e| w.wants(e))
                     .map(|e| w.shape(e))
                     .collect();
+                assert!(
+                    rev >= w.next_rev,
+                    "catch-up of watch {id} at {rev} below its next revision {}",
+                    w.next_rev
+                );
                 next = rev + 1;
                 if !mine.is_empty() {
                     self.respond(stream, id, rev, mine, w.fragment);
@@ -447,7 +452,13 @@ impl WatchRegistry {
             }
             let caught_up = store.changed_revisions_after(next - 1, 1).is_empty();
             if let Some(wm) = self.watchers.get_mut(&key) {
-                wm.next_rev = if caught_up { current + 1 } else { next };
+                // Caught up: it waits for the next revision, or for its own
+                // start if that lies further ahead (never earlier than asked).
+                wm.next_rev = if caught_up {
+                    next.max(current + 1)
+                } else {
+                    next
+                };
             }
             if caught_up {
                 self.unsynced.remove(&key);
@@ -493,4 +504,83 @@ impl WatchRegistry {
 fn event_bytes(e: &Event) -> usize {
     let kv = |k: &crate::mvcc::types::KeyValue| k.key.len() + k.value.len() + 40;
     kv(&e.kv) + e.prev_kv.as_ref().map_or(0, kv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::types::PutRequest;
+
+    fn put(store: &mut MvccStore, reg: &mut WatchRegistry, key: &'static str) -> i64 {
+        let mut w = store.write();
+        let _ = PutRequest::default();
+        w.put(
+            Bytes::from_static(key.as_bytes()),
+            Bytes::from_static(b"v"),
+            0,
+        );
+        let events = w.finish();
+        let rev = store.current_revision();
+        reg.on_commit(rev, &events);
+        rev
+    }
+
+    fn event_revisions(reg: &mut WatchRegistry) -> Vec<i64> {
+        reg.take_responses()
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.kv.mod_revision))
+            .collect()
+    }
+
+    #[test]
+    fn a_watch_from_the_future_never_gets_earlier_revisions_even_when_resynced() {
+        let mut store = MvccStore::new();
+        let mut reg = WatchRegistry::new(WatchLimits::default());
+        reg.create(
+            1,
+            WatchCreate {
+                key: Bytes::from_static(b"k"),
+                start_revision: 5,
+                ..WatchCreate::default()
+            },
+            &store,
+        );
+        let _ = reg.take_responses();
+        put(&mut store, &mut reg, "k"); // revision 2
+        // The store is replaced (a snapshot) while still below the start.
+        reg.resync_all();
+        reg.step(&store, 0);
+        for _ in 0..5 {
+            put(&mut store, &mut reg, "k");
+            reg.step(&store, 0);
+        }
+        assert_eq!(event_revisions(&mut reg), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn a_watch_from_the_past_catches_up_then_follows() {
+        let mut store = MvccStore::new();
+        let mut reg = WatchRegistry::new(WatchLimits {
+            catchup_revisions_per_step: 1,
+            ..WatchLimits::default()
+        });
+        for _ in 0..4 {
+            put(&mut store, &mut reg, "k"); // revisions 2..=5
+        }
+        reg.create(
+            1,
+            WatchCreate {
+                key: Bytes::from_static(b"k"),
+                start_revision: 3,
+                ..WatchCreate::default()
+            },
+            &store,
+        );
+        let _ = reg.take_responses();
+        for _ in 0..5 {
+            reg.step(&store, 0);
+        }
+        put(&mut store, &mut reg, "k"); // revision 6, live
+        assert_eq!(event_revisions(&mut reg), vec![3, 4, 5, 6]);
+    }
 }

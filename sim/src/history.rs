@@ -97,9 +97,10 @@ fn is_validation_error(e: &EtcdError) -> bool {
 
 pub struct Replay {
     pub model: EtcdModel,
-    /// revision → (request, response) of each applied request that reported
-    /// that revision (writes that made it, and those that changed nothing).
-    pub by_revision: BTreeMap<i64, Vec<(Request, Response)>>,
+    /// revision → (request, response, made it) of each applied request that
+    /// reported that revision: the one write that made it, and those that
+    /// changed nothing.
+    pub by_revision: BTreeMap<i64, Vec<(Request, Response, bool)>>,
     /// Applied requests whose answer was an error (they report no revision).
     pub errors: Vec<(Request, Response)>,
 }
@@ -107,22 +108,42 @@ pub struct Replay {
 /// Replays the committed log through the model.
 pub fn replay(log: &[Request], min_lease_ttl_secs: i64) -> Replay {
     let mut model = EtcdModel::new(min_lease_ttl_secs);
-    let mut by_revision: BTreeMap<i64, Vec<(Request, Response)>> = BTreeMap::new();
+    let mut by_revision: BTreeMap<i64, Vec<(Request, Response, bool)>> = BTreeMap::new();
     let mut errors = Vec::new();
     for req in log {
+        let before = model.revision();
         let resp = model.apply(req);
-        match response_revision(&resp) {
-            Some(rev) => by_revision
+        let made = model.revision() > before;
+        match (&resp, response_revision(&resp)) {
+            (Response::Error(_), _) => errors.push((req.clone(), resp)),
+            (_, Some(rev)) => by_revision
                 .entry(rev)
                 .or_default()
-                .push((req.clone(), resp)),
-            None => errors.push((req.clone(), resp)),
+                .push((req.clone(), resp, made)),
+            // Internal requests (lease expiry) answer nobody but may make a revision.
+            (_, None) => {
+                by_revision
+                    .entry(model.revision())
+                    .or_default()
+                    .push((req.clone(), resp, made))
+            }
         }
     }
     Replay {
         model,
         by_revision,
         errors,
+    }
+}
+
+/// The request as it was committed: a lease granted with id 0 got its id from
+/// the member that proposed it.
+fn committed_form(req: &Request, resp: &Response) -> Request {
+    match (req, resp) {
+        (Request::LeaseGrant { id: 0, ttl }, Response::LeaseGrant { id, .. }) => {
+            Request::LeaseGrant { id: *id, ttl: *ttl }
+        }
+        (q, _) => q.clone(),
     }
 }
 
@@ -163,11 +184,14 @@ pub fn check_ops(replay: &Replay, ops: &[OpRecord]) -> Result<(), String> {
                 {
                     continue;
                 }
-                let candidates: &[(Request, Response)] = match response_revision(resp) {
-                    Some(rev) => replay.by_revision.get(&rev).map_or(&[], |v| v.as_slice()),
-                    None => &replay.errors,
+                let req = committed_form(&op.req, resp);
+                let found = match response_revision(resp) {
+                    Some(rev) => replay
+                        .by_revision
+                        .get(&rev)
+                        .is_some_and(|v| v.iter().any(|(q, r, _)| q == &req && r == resp)),
+                    None => replay.errors.iter().any(|(q, r)| q == &req && r == resp),
                 };
-                let found = candidates.iter().any(|(q, r)| q == &op.req && r == resp);
                 if !found {
                     let rev = response_revision(resp);
                     let near = rev.and_then(|r| replay.by_revision.get(&r));
@@ -210,14 +234,12 @@ pub fn check_ops(replay: &Replay, ops: &[OpRecord]) -> Result<(), String> {
             return None;
         }
         let rev = response_revision(r)?;
-        // A write "made" its revision if that revision's first entry is it.
+        // Did this write make its revision? The replay knows which entry did.
         let made = op.mode == Mode::Write
-            && replay
-                .by_revision
-                .get(&rev)
-                .and_then(|v| v.first())
-                .is_some_and(|(q, rr)| q == &op.req && rr == r)
-            && replay.model.events().contains_key(&rev);
+            && replay.by_revision.get(&rev).is_some_and(|v| {
+                let req = committed_form(&op.req, r);
+                v.iter().any(|(q, rr, made)| *made && q == &req && rr == r)
+            });
         Some((rev, made))
     };
     let mut done: Vec<(u64, i64)> = ops
@@ -376,7 +398,7 @@ pub fn check_watch(replay: &Replay, w: &WatchRecord) -> Result<(), String> {
         next = rev + 1;
     }
     if canceled_at.is_none()
-        && let Some(through) = w.complete_through
+        && let Some(through) = w.complete_through.filter(|t| *t >= next)
         && let Some((&gap, _)) = model
             .events()
             .range(next..=through)

@@ -25,6 +25,8 @@ pub mod server;
 #[cfg(all(feature = "sim", madsim))]
 pub mod sweep;
 #[cfg(all(feature = "sim", madsim))]
+pub mod watcher;
+#[cfg(all(feature = "sim", madsim))]
 pub mod world;
 
 use std::collections::BTreeMap;

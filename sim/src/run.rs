@@ -9,13 +9,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::mpsc;
 
-use etcd_core::node::Input;
-use etcd_core::raft::{Bugs, ConfChange, ConfChangeKind, Role};
-use etcd_core::register::{RegisterRequest, RegisterResponse};
+use etcd_core::etcd::EtcdState;
+use etcd_core::lease::LeaseTiming;
+use etcd_core::mvcc::{PutRequest, RangeRequest};
+use etcd_core::node::{Input, decode_batch};
+use etcd_core::raft::{Bugs, ConfChange, ConfChangeKind, EntryKind, Role};
+use etcd_core::request::{Request, Response};
 use etcd_core::{NodeId, ReqId};
 
 use crate::client::{self, Answer};
-use crate::linearizability::{self, Op, OpKind, Verdict};
+use crate::history::{self, Mode, OpRecord};
+use crate::linearizability::{self, Verdict};
 use crate::options::{Draw, SimOptions};
 use crate::server::server_main;
 use crate::world::{ClientReq, Endpoint, NodeState, Sim, Slot, Stats, Summary, World};
@@ -91,8 +95,27 @@ pub fn run_seed(seed: u64, nodes: u64, cfg: &RunConfig) -> Result<Report, Box<Fa
 
 async fn simulate(opts: SimOptions, bugs: Bugs) -> Result<Report, Failure> {
     let sim = Sim(Arc::new(Mutex::new(World::new(opts.clone(), bugs))));
+    let result = run_world(&sim, opts).await;
+    // Pending tasks hold each other through their channels (a member's main
+    // loop and its disk task each keep the other's channel alive), so nothing
+    // would free them: kill every node, let the executor drop the woken
+    // tasks, and drop what the world holds of the runtime. Without this every
+    // seed leaks its whole world (about 2 MB).
+    let handle = madsim::runtime::Handle::current();
+    let ids: Vec<madsim::task::NodeId> = sim.lock().madsim_nodes.clone();
+    for id in ids {
+        handle.kill(id);
+    }
+    madsim::time::sleep(Duration::from_millis(1)).await;
+    sim.lock().teardown();
+    result
+}
+
+async fn run_world(sim: &Sim, opts: SimOptions) -> Result<Report, Failure> {
+    let sim = sim.clone();
     let handle = madsim::runtime::Handle::current();
     let net = handle.create_node().name("net").build();
+    sim.lock().madsim_nodes.push(net.id());
     sim.lock().net = Some(net);
     for i in 1..=opts.nodes {
         add_member(&sim, &handle, NodeId(i), true);
@@ -100,10 +123,24 @@ async fn simulate(opts: SimOptions, bugs: Bugs) -> Result<Report, Failure> {
     let active = Arc::new(Mutex::new(0u64));
     for c in 1..=opts.clients {
         let node = handle.create_node().name(format!("client{c}")).build();
+        sim.lock().madsim_nodes.push(node.id());
         let (sim2, active2) = (sim.clone(), active.clone());
         *active.lock().expect("not poisoned") += 1;
         node.spawn(async move {
             client::client_main(sim2, c).await;
+            *active2.lock().expect("not poisoned") -= 1;
+        });
+    }
+
+    let n_watchers = 1 + opts.seed % 2;
+    for k in 0..n_watchers {
+        let c = 1000 + k;
+        let node = handle.create_node().name(format!("watcher{k}")).build();
+        sim.lock().madsim_nodes.push(node.id());
+        let (sim2, active2) = (sim.clone(), active.clone());
+        *active.lock().expect("not poisoned") += 1;
+        node.spawn(async move {
+            crate::watcher::watcher_main(sim2, c).await;
             *active2.lock().expect("not poisoned") -= 1;
         });
     }
@@ -125,16 +162,33 @@ async fn simulate(opts: SimOptions, bugs: Bugs) -> Result<Report, Failure> {
 
     heal(&sim, &handle, &mut nemesis);
     sim.lock().stop_clients = true;
+    let opts_now = || sim.lock().opts.clone();
     if let Err(why) = liveness(&sim, &handle, &mut nemesis).await {
-        let opts = sim.lock().opts.clone();
         return Err(failure(&sim).unwrap_or(Failure {
-            opts,
+            opts: opts_now(),
             kind: "liveness",
             message: why,
         }));
     }
-    // Let every client finish its last operation before judging the history.
-    for _ in 0..100 {
+    // Leases nobody keeps alive any more must expire, everywhere: wait out the
+    // longest TTL the clients use (6 s) plus time to notice and commit.
+    madsim::time::sleep(Duration::from_secs(9)).await;
+    let deadline = sim.lock().start.elapsed() + LIVENESS_BOUND;
+    if let Err(why) = converge(&sim, deadline).await {
+        return Err(failure(&sim).unwrap_or(Failure {
+            opts: opts_now(),
+            kind: "liveness",
+            message: why,
+        }));
+    }
+    {
+        let mut w = sim.lock();
+        let leader = w.leader();
+        w.final_revision = leader.map_or(0, |l| w.nodes[&l].summary.revision);
+        w.quiet = true;
+    }
+    // Let every client and watcher finish before judging the history.
+    for _ in 0..300 {
         if *active.lock().expect("not poisoned") == 0 {
             break;
         }
@@ -143,7 +197,31 @@ async fn simulate(opts: SimOptions, bugs: Bugs) -> Result<Report, Failure> {
     if let Some(f) = failure(&sim) {
         return Err(f);
     }
+    end_checks(&sim).map_err(|f| *f)?;
     let w = sim.lock();
+    Ok(Report {
+        opts: w.opts.clone(),
+        stats: w.stats.clone(),
+        elections: w.checker.elections,
+        observations: w.checker.observations,
+        history_ops: w.ops.len(),
+        trace_digest: w.trace.finish(),
+        virtual_ms: w.now_ns() / 1_000_000,
+    })
+}
+
+/// The checks made once the run is quiet: the register keys' linearizability,
+/// the etcd history against the committed log, every watch, and that every
+/// lease nobody kept alive is gone with its keys on every member.
+fn end_checks(sim: &Sim) -> Result<(), Box<Failure>> {
+    let w = sim.lock();
+    let fail = |kind: &'static str, message: String| {
+        Box::new(Failure {
+            opts: w.opts.clone(),
+            kind,
+            message,
+        })
+    };
     match linearizability::check(&w.history, LINEARIZABILITY_MAX_STEPS) {
         Verdict::Linearizable => {}
         Verdict::Violation { key, ops } => {
@@ -151,29 +229,93 @@ async fn simulate(opts: SimOptions, bugs: Bugs) -> Result<Report, Failure> {
             for op in ops.iter().take(60) {
                 message.push_str(&format!("\n    {op:?}"));
             }
-            return Err(Failure {
-                opts: w.opts.clone(),
-                kind: "linearizability",
-                message,
-            });
+            return Err(fail("linearizability", message));
         }
         Verdict::Unknown { key, steps } => {
-            return Err(Failure {
-                opts: w.opts.clone(),
-                kind: "linearizability",
-                message: format!("search for key {key:?} gave up after {steps} steps"),
-            });
+            return Err(fail(
+                "linearizability",
+                format!("search for key {key:?} gave up after {steps} steps"),
+            ));
         }
     }
-    Ok(Report {
-        opts: w.opts.clone(),
-        stats: w.stats.clone(),
-        elections: w.checker.elections,
-        observations: w.checker.observations,
-        history_ops: w.history.len(),
-        trace_digest: w.trace.finish(),
-        virtual_ms: w.now_ns() / 1_000_000,
-    })
+    // The committed log, rebuilt from what members applied.
+    let mut log = Vec::new();
+    let mut expect = etcd_core::LogIndex(1);
+    for (i, e) in &w.applied {
+        if *i != expect {
+            return Err(fail(
+                "history",
+                format!("no member reported applying entry {expect:?}"),
+            ));
+        }
+        expect = expect.next();
+        if e.kind == EntryKind::Normal {
+            match decode_batch::<EtcdState>(&e.data) {
+                Ok(reqs) => log.extend(reqs),
+                Err(err) => {
+                    return Err(fail(
+                        "history",
+                        format!("entry {i:?} does not decode: {err}"),
+                    ));
+                }
+            }
+        }
+    }
+    let timing = LeaseTiming::new(w.opts.tick_ms, w.opts.election_timeout_ticks);
+    let replay = history::replay(&log, timing.min_ttl_secs);
+    if w.verbose {
+        let mut m = etcd_core::testing::etcd_model::EtcdModel::new(timing.min_ttl_secs);
+        for (k, req) in log.iter().enumerate() {
+            let resp = m.apply(req);
+            println!("log #{k} rev={} {req:?} -> {resp:?}", m.revision());
+        }
+    }
+    for (rev, events) in &w.revisions {
+        history::check_events(&replay, *rev, events).map_err(|m| fail("history", m))?;
+    }
+    history::check_ops(&replay, &w.ops).map_err(|m| fail("history", m))?;
+    for rec in &w.watch_records {
+        history::check_watch(&replay, rec).map_err(|m| {
+            let seen: Vec<String> = rec
+                .responses
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}{}{}@{}:{}",
+                        if r.created { "C" } else { "" },
+                        if r.canceled { "X" } else { "" },
+                        if r.watch_id == -1 { "P" } else { "" },
+                        r.revision,
+                        r.events
+                            .iter()
+                            .map(|e| e.kv.mod_revision.to_string())
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    )
+                })
+                .collect();
+            fail(
+                "watch",
+                format!(
+                    "{m}\n  start {:?}, received: {}",
+                    rec.create.start_revision,
+                    seen.join(" ")
+                ),
+            )
+        })?;
+    }
+    for (id, s) in &w.nodes {
+        if s.state == NodeState::Up && s.summary.leases != 0 {
+            return Err(fail(
+                "leases",
+                format!(
+                    "{id:?} still has {} leases nobody keeps alive",
+                    s.summary.leases
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn failure(sim: &Sim) -> Option<Failure> {
@@ -216,7 +358,9 @@ fn add_member(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId, founding:
         .name(format!("n{}", id.0))
         .init(move || server_main(sim2.clone(), id))
         .build();
-    sim.lock().nodes.get_mut(&id).expect("just inserted").madsim = Some(node);
+    let mut w = sim.lock();
+    w.madsim_nodes.push(node.id());
+    w.nodes.get_mut(&id).expect("just inserted").madsim = Some(node);
 }
 
 fn madsim_id(sim: &Sim, id: NodeId) -> Option<madsim::task::NodeId> {
@@ -233,6 +377,8 @@ fn crash(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId) {
     };
     handle.kill(mid);
     let mut w = sim.lock();
+    // Its clients' watch streams break with it.
+    w.break_streams_of(id);
     let World {
         nodes, rng, stats, ..
     } = &mut *w;
@@ -641,7 +787,7 @@ async fn liveness(
     let mut seq = 0u64;
     let mut wrote = false;
     let value = Bytes::from(format!("liveness-{}", sim.lock().opts.seed));
-    let key = Bytes::from_static(b"k0");
+    let key = Bytes::from_static(b"live");
     loop {
         if sim.lock().start.elapsed() > deadline {
             let w = sim.lock();
@@ -665,39 +811,42 @@ async fn liveness(
         };
         seq += 1;
         let call_ns = sim.lock().now_ns();
+        let record = |req: Request, mode: Mode, answer: &Answer| {
+            let mut w = sim.lock();
+            let return_ns = w.now_ns();
+            let resp = match answer {
+                Answer::Ok(r) => Some(r.clone()),
+                Answer::Unknown | Answer::Refused => None,
+            };
+            let known = resp.is_some();
+            if known || (mode == Mode::Write && matches!(answer, Answer::Unknown)) {
+                w.ops.push(OpRecord {
+                    client: 0,
+                    call_ns,
+                    return_ns: known.then_some(return_ns),
+                    mode,
+                    req,
+                    resp,
+                });
+            }
+        };
         if !wrote {
-            let req = RegisterRequest::Put {
+            let req = Request::Put(PutRequest {
                 key: key.clone(),
                 value: value.clone(),
-            };
-            match client::call(sim, &mut rx, 0, leader, ReqId(seq), ClientReq::Write(req)).await {
-                Answer::Ok(RegisterResponse::Put) => {
-                    let mut w = sim.lock();
-                    let return_ns = w.now_ns();
-                    w.history.push(Op {
-                        client: 0,
-                        call_ns,
-                        return_ns: Some(return_ns),
-                        kind: OpKind::Put {
-                            key: key.clone(),
-                            value: value.clone(),
-                        },
-                    });
-                    wrote = true;
-                }
-                Answer::Unknown => {
-                    sim.lock().history.push(Op {
-                        client: 0,
-                        call_ns,
-                        return_ns: None,
-                        kind: OpKind::Put {
-                            key: key.clone(),
-                            value: value.clone(),
-                        },
-                    });
-                }
-                Answer::Ok(_) | Answer::Refused => {}
-            }
+                ..PutRequest::default()
+            });
+            let answer = client::call(
+                sim,
+                &mut rx,
+                0,
+                leader,
+                ReqId(seq),
+                ClientReq::Write(req.clone()),
+            )
+            .await;
+            record(req, Mode::Write, &answer);
+            wrote = matches!(answer, Answer::Ok(Response::Put(_)));
             continue;
         }
         let members: Vec<NodeId> = {
@@ -706,26 +855,24 @@ async fn liveness(
             v.union(&l).copied().collect()
         };
         let reader = members[sim.lock().rng.below(members.len() as u64) as usize];
-        let req = RegisterRequest::Get { key: key.clone() };
-        if let Answer::Ok(RegisterResponse::Get(got)) =
-            client::call(sim, &mut rx, 0, reader, ReqId(seq), ClientReq::Read(req)).await
-        {
-            {
-                let mut w = sim.lock();
-                let return_ns = w.now_ns();
-                w.history.push(Op {
-                    client: 0,
-                    call_ns,
-                    return_ns: Some(return_ns),
-                    kind: OpKind::Get {
-                        key: key.clone(),
-                        result: got.clone(),
-                    },
-                });
-            }
-            if got.as_ref() != Some(&value) {
+        let req = Request::Range(RangeRequest {
+            key: key.clone(),
+            ..RangeRequest::default()
+        });
+        let answer = client::call(
+            sim,
+            &mut rx,
+            0,
+            reader,
+            ReqId(seq),
+            ClientReq::Read(req.clone()),
+        )
+        .await;
+        record(req, Mode::Linearizable, &answer);
+        if let Answer::Ok(Response::Range(rr)) = answer {
+            if rr.kvs.first().map(|kv| &kv.value) != Some(&value) {
                 // A linearizable read after our acknowledged write must see it
-                // (no other client writes any more); the history check reports it.
+                // (no other client writes this key); the history check reports it.
                 return Ok(());
             }
             // Finally everyone must converge on the same applied state.

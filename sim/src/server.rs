@@ -7,8 +7,8 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 
 use etcd_core::NodeId;
+use etcd_core::etcd::EtcdState;
 use etcd_core::node::{Input, Node};
-use etcd_core::register::Register;
 
 use crate::world::{ClientReq, Event, NodeState, Sim};
 
@@ -23,6 +23,7 @@ pub async fn server_main(sim: Sim, id: NodeId) {
         let mut w = sim.lock();
         let cfg_inc = w.nodes[&id].incarnation + 1;
         let cfg = w.node_config(id, cfg_inc);
+        let sm = EtcdState::new(w.etcd_config());
         let voters = w.founding_voters.clone();
         let tick_ms = w.opts.tick_ms;
         let fsync = w.opts.fsync_us;
@@ -34,9 +35,9 @@ pub async fn server_main(sim: Sim, id: NodeId) {
         let fresh =
             slot.disk.durable.last_index().0 == 0 && slot.disk.durable.hard_state().term.0 == 0;
         let node = if slot.founding && fresh {
-            Node::bootstrap(cfg, Register::default(), &voters)
+            Node::bootstrap(cfg, sm, &voters)
         } else {
-            match Node::restart(cfg, Register::default(), slot.disk.durable.recover()) {
+            match Node::restart(cfg, sm, slot.disk.durable.recover()) {
                 Ok(n) => n,
                 Err(e) => {
                     w.fail(format!("{id:?} cannot restart from its disk: {e}"));
@@ -118,6 +119,10 @@ pub async fn server_main(sim: Sim, id: NodeId) {
                     id,
                     req: ClientReq::Read(r),
                 } => Input::Read(id, r),
+                Event::Client {
+                    id,
+                    req: ClientReq::Local(r),
+                } => Input::ReadLocal(id, r),
                 Event::Persisted(n) => Input::Persisted(n),
                 Event::Admin(input) => input,
             };

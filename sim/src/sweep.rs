@@ -10,10 +10,28 @@ use crate::world::Stats;
 
 /// Seeds that found bugs, each with what it found. Every run replays them.
 /// Never delete one.
-pub const REGRESSION_SEEDS: &[(u64, &str)] = &[(
-    613,
-    "checker: a paused term-3 candidate won late, after term 4 committed; leader completeness wrongly demanded term 4's entries",
-)];
+pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
+    (
+        613,
+        "checker: a paused term-3 candidate won late, after term 4 committed; leader completeness wrongly demanded term 4's entries",
+    ),
+    (
+        85,
+        "core/watch: a watch starting in the future, resynced by a snapshot restore below its start, had its start lowered and got an earlier revision",
+    ),
+    (
+        0,
+        "sim: a crashed member's watch streams were not broken, so a watcher silently missed events",
+    ),
+    (
+        3,
+        "checker: an empty range in the watch completeness check panicked",
+    ),
+    (
+        27,
+        "checker: a revision made by a lease expiry was attributed to the next write reporting it",
+    ),
+];
 
 /// Seeds in the default sweep (`SEEDS` overrides).
 pub const DEFAULT_SEEDS: u64 = 300;

@@ -11,14 +11,18 @@ use futures::channel::mpsc::UnboundedSender;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use etcd_core::etcd::{EtcdState, Notification};
 use etcd_core::hash::Fnv64;
+use etcd_core::mvcc::Event as KvEvent;
 use etcd_core::node::{Input, Node, Outcome, Persist, Ready};
-use etcd_core::raft::{Message, MsgBody, Role};
-use etcd_core::register::{Register, RegisterRequest, RegisterResponse};
+use etcd_core::raft::{Entry, Message, MsgBody, Role};
+use etcd_core::request::{Request, Response};
 use etcd_core::storage::MemStorage;
+use etcd_core::watch::{StreamId, WatchResponse};
 use etcd_core::{LogIndex, NodeId, ReqId, Term};
 
 use crate::checker::{Checker, Observation};
+use crate::history::{OpRecord, WatchRecord};
 use crate::linearizability::Op;
 use crate::options::{Draw, SimOptions};
 
@@ -33,13 +37,25 @@ pub enum Event {
     },
     Persisted(u64),
     /// An operator's input (membership change, leadership transfer).
-    Admin(Input<RegisterRequest>),
+    Admin(Input<Request>),
 }
 
 #[derive(Clone, Debug)]
 pub enum ClientReq {
-    Write(RegisterRequest),
-    Read(RegisterRequest),
+    /// Through the log.
+    Write(Request),
+    /// Linearizable (ReadIndex).
+    Read(Request),
+    /// Served by the member alone: serializable reads, watch requests.
+    Local(Request),
+}
+
+/// What a watching client's stream delivers.
+#[derive(Clone, Debug)]
+pub enum WatchMsg {
+    Resp(WatchResponse),
+    /// The stream broke (the member crashed or the link was cut).
+    Broken,
 }
 
 /// Either end of a simulated link.
@@ -108,6 +124,9 @@ pub struct Summary {
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
     pub digest: u64,
+    /// The store revision and the number of leases.
+    pub revision: i64,
+    pub leases: usize,
     pub last_index: LogIndex,
     pub matched_by_leader: BTreeMap<NodeId, LogIndex>,
 }
@@ -191,13 +210,30 @@ pub struct World {
     pub loss_permille: u64,
     pub dup_permille: u64,
     pub delay_us: (u64, u64),
-    pub clients: BTreeMap<u64, UnboundedSender<(ReqId, Outcome<RegisterResponse>)>>,
+    pub clients: BTreeMap<u64, UnboundedSender<(ReqId, Outcome<Response>)>>,
+    /// Watch streams: stream → (client, member), and each watcher's inbox.
+    pub streams: BTreeMap<StreamId, (u64, NodeId)>,
+    pub watchers: BTreeMap<u64, UnboundedSender<WatchMsg>>,
+    pub watch_records: Vec<WatchRecord>,
+    /// The etcd history: every client operation.
+    pub ops: Vec<OpRecord>,
+    /// The committed log as members applied it (first report per index).
+    pub applied: BTreeMap<LogIndex, Entry>,
+    /// Each revision's events as first reported; every other member must
+    /// report the same.
+    pub revisions: BTreeMap<i64, Vec<KvEvent>>,
     pub stop_clients: bool,
+    /// Set once no write will happen any more; watchers then ask for progress.
+    pub quiet: bool,
+    /// The store revision when the run went quiet.
+    pub final_revision: i64,
     pub checker: Checker,
     pub history: Vec<Op>,
     pub stats: Stats,
     pub trace: Fnv64,
     pub net: Option<madsim::runtime::NodeHandle>,
+    /// Every madsim node created (members, clients, watchers, the network).
+    pub madsim_nodes: Vec<madsim::task::NodeId>,
     /// The first safety violation; the run stops at it.
     pub failure: Option<String>,
     pub last_leader: NodeId,
@@ -220,8 +256,17 @@ impl Sim {
 impl World {
     pub fn new(opts: SimOptions, bugs: etcd_core::raft::Bugs) -> World {
         let founding_voters: Vec<(NodeId, Bytes)> = (1..=opts.nodes)
-            .map(|i| (NodeId(i), Bytes::new()))
-            .collect();
+            .map(|i| {
+                let m = etcd_core::cluster::Member {
+                    id: i,
+                    name: format!("n{i}"),
+                    peer_urls: vec![format!("http://10.0.0.{i}:2380")],
+                    client_urls: vec![format!("http://10.0.0.{i}:2379")],
+                    is_learner: false,
+                };
+                (NodeId(i), etcd_core::cluster::encode_member(&m))
+            })
+            .collect::<Vec<_>>();
         World {
             rng: ChaCha8Rng::seed_from_u64(opts.seed),
             loss_permille: opts.loss_permille,
@@ -233,17 +278,40 @@ impl World {
             nodes: BTreeMap::new(),
             cut: BTreeSet::new(),
             clients: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            watchers: BTreeMap::new(),
+            watch_records: Vec::new(),
+            ops: Vec::new(),
+            applied: BTreeMap::new(),
+            revisions: BTreeMap::new(),
             stop_clients: false,
+            quiet: false,
+            final_revision: 0,
             checker: Checker::default(),
             history: Vec::new(),
             stats: Stats::default(),
             trace: Fnv64::new(),
             net: None,
+            madsim_nodes: Vec::new(),
             failure: None,
             last_leader: NodeId::NONE,
             verbose: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
             founding_voters,
         }
+    }
+
+    /// Drops everything that refers back into the runtime (node handles,
+    /// channels), so the runtime and this world can both be freed.
+    pub fn teardown(&mut self) {
+        self.net = None;
+        for s in self.nodes.values_mut() {
+            s.madsim = None;
+            s.inbox = None;
+            s.disk_kick = None;
+        }
+        self.clients.clear();
+        self.watchers.clear();
+        self.streams.clear();
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -254,6 +322,14 @@ impl World {
         if self.failure.is_none() {
             self.failure = Some(why);
         }
+    }
+
+    pub fn etcd_config(&self) -> etcd_core::etcd::EtcdConfig {
+        let mut c =
+            etcd_core::etcd::EtcdConfig::new(self.opts.tick_ms, self.opts.election_timeout_ticks);
+        c.observe_events = true;
+        c.cluster_id = 0xc1_5eed;
+        c
     }
 
     pub fn node_config(&self, id: NodeId, incarnation: u64) -> etcd_core::NodeConfig {
@@ -355,8 +431,8 @@ impl World {
         &mut self,
         sim: &Sim,
         id: NodeId,
-        node: &Node<Register>,
-        rd: Ready<RegisterResponse, ()>,
+        node: &Node<EtcdState>,
+        rd: Ready<Response, Notification>,
     ) {
         let raft = node.raft();
         let Some(slot) = self.nodes.get(&id) else {
@@ -388,6 +464,28 @@ impl World {
         if let Err(v) = self.checker.observe(&obs, &durable) {
             let why = format!("t={}ms {v}", self.now_ns() / 1_000_000);
             self.fail(why);
+        }
+        for e in &rd.applied {
+            self.applied.entry(e.index).or_insert_with(|| e.clone());
+        }
+        for n in &rd.notifications {
+            match n {
+                Notification::Committed {
+                    revision, events, ..
+                } => match self.revisions.get(revision) {
+                    None => {
+                        self.revisions.insert(*revision, events.clone());
+                    }
+                    Some(first) if first != events => {
+                        let why = format!(
+                            "{id:?} applied revision {revision} as {events:?}, another member as {first:?}"
+                        );
+                        self.fail(why);
+                    }
+                    Some(_) => {}
+                },
+                Notification::Watch(w) => self.deliver_watch(id, w.clone()),
+            }
         }
         if raft.role() == Role::Leader && self.last_leader != id {
             self.last_leader = id;
@@ -423,7 +521,15 @@ impl World {
             applied: raft.log().applied(),
             voters: raft.conf().voters.clone(),
             learners: raft.conf().learners.clone(),
-            digest: node.state_machine().digest(),
+            digest: {
+                let sm = node.state_machine();
+                let (h, _) = sm.mvcc().hash_kv(0).unwrap_or((0, 0));
+                (u64::from(h) << 32)
+                    ^ sm.mvcc().current_revision() as u64
+                    ^ (sm.lessor().len() as u64) << 48
+            },
+            revision: node.state_machine().mvcc().current_revision(),
+            leases: node.state_machine().lessor().len(),
             last_index: raft.log().last_index(),
             matched_by_leader: matched,
         };
@@ -526,8 +632,75 @@ impl World {
         }
     }
 
+    /// A watch response goes to its stream's client, in order, while the
+    /// stream is connected; a cut link breaks the stream.
+    fn deliver_watch(&mut self, from: NodeId, w: WatchResponse) {
+        if self.verbose {
+            println!(
+                "{:>8.3}s watch {from:?} stream={} id={} created={} canceled={} rev={} events={:?}",
+                self.now_ns() as f64 / 1e9,
+                w.stream,
+                w.watch_id,
+                w.created,
+                w.canceled,
+                w.revision,
+                w.events
+                    .iter()
+                    .map(|e| e.kv.mod_revision)
+                    .collect::<Vec<_>>()
+            );
+        }
+        let Some(&(client, member)) = self.streams.get(&w.stream) else {
+            return;
+        };
+        if member != from {
+            return;
+        }
+        let cut = !self.link_up(Endpoint::Server(from), Endpoint::Client(client))
+            || !self.link_up(Endpoint::Client(client), Endpoint::Server(from));
+        let stream = w.stream;
+        let msg = if cut {
+            WatchMsg::Broken
+        } else {
+            WatchMsg::Resp(w)
+        };
+        if cut {
+            self.break_stream(stream);
+        }
+        if let Some(tx) = self.watchers.get(&client) {
+            // A watcher that has finished no longer listens.
+            let _ = tx.unbounded_send(msg);
+        }
+    }
+
+    /// Forgets a stream and tells its member to drop its watchers.
+    pub fn break_stream(&mut self, stream: StreamId) {
+        if let Some((client, member)) = self.streams.remove(&stream) {
+            self.admin(
+                member,
+                Input::ReadLocal(ReqId(0), Request::WatchClose { stream }),
+            );
+            if let Some(tx) = self.watchers.get(&client) {
+                let _ = tx.unbounded_send(WatchMsg::Broken);
+            }
+        }
+    }
+
+    /// A member went down: its streams break.
+    pub fn break_streams_of(&mut self, member: NodeId) {
+        let dead: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, (_, m))| *m == member)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in dead {
+            self.break_stream(s);
+        }
+    }
+
     /// An operator's input, delivered directly.
-    pub fn admin(&mut self, to: NodeId, input: Input<RegisterRequest>) {
+    pub fn admin(&mut self, to: NodeId, input: Input<Request>) {
         if let Some(inbox) = self.nodes.get(&to).and_then(|s| s.inbox.as_ref()) {
             // A member that just went down simply misses it, as with any operator call.
             let _ = inbox.unbounded_send(Event::Admin(input));
