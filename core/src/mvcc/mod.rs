@@ -1,5 +1,7 @@
 //! The multi-version key-value store (etcd's `mvcc` package).
 
+mod index;
+mod record;
 pub mod store;
 pub mod types;
 

@@ -5,140 +5,320 @@
 //!
 //! Writes happen through a [`Write`]: all changes of one request (a put, a
 //! delete, or a whole txn) share one new revision, in the order made.
+//!
+//! # Layout
+//! Each key gets a 4-byte *handle*, a slot in `Records`: one allocation with
+//! the key and its latest version (see [`super::record`]), plus a list of
+//! older versions only for keys that have any. Three structures refer to keys
+//! by handle:
+//! - `index`, a B+tree in key order that counts, per subtree, the keys live
+//!   at the current revision ([`super::index`]): ordered walks, and
+//!   `RangeResponse.count` at the current revision in O(log n);
+//! - `lookup`, a hash table from key to handle for point reads and writes.
+//!   It is only ever probed, never iterated, so its order cannot leak;
+//! - `log`, the handles changed at each revision, for watch catch-up and
+//!   incremental compaction.
+//!
+//! A read at an older revision cannot use the index's counts (they describe
+//! the current revision): it walks the whole range to count, O(keys in range).
 
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::ops::Bound;
+use std::collections::{BinaryHeap, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use hashbrown::HashTable;
 
 use crate::codec::{self, DecodeError, Reader};
 use crate::error::EtcdError;
+use crate::mvcc::index::{KeyIndex, KeySource, LIVE, MAX_HANDLE};
+use crate::mvcc::record::{self, Meta, Ver};
 use crate::mvcc::types::*;
 
-/// One version of a key. `version == 0` marks a deletion (tombstone).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Version {
-    mod_rev: i64,
-    create_rev: i64,
-    version: i64,
-    lease: i64,
-    value: Bytes,
+/// A key's slot.
+#[derive(Clone, Debug, Default)]
+struct KeyRec {
+    /// The key and its latest version ([`record::encode_record`]); empty:
+    /// the slot is free.
+    data: Box<[u8]>,
+    /// Older versions, oldest first; `None` for the many keys with none.
+    hist: Option<Box<History>>,
 }
 
-impl Version {
-    fn is_tombstone(&self) -> bool {
-        self.version == 0
-    }
-
-    fn to_kv(&self, key: &Bytes) -> KeyValue {
-        KeyValue {
-            key: key.clone(),
-            create_revision: self.create_rev,
-            mod_revision: self.mod_rev,
-            version: self.version,
-            value: self.value.clone(),
-            lease: self.lease,
-        }
-    }
-}
-
-/// A key's versions in revision order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 struct History {
-    versions: Vec<Version>,
+    /// [`record::encode_version`] each, in revision order.
+    versions: Vec<Box<[u8]>>,
 }
 
-impl History {
-    /// The version visible at `rev`, if the key exists then.
-    fn at(&self, rev: i64) -> Option<&Version> {
-        let k = self.versions.partition_point(|v| v.mod_rev <= rev);
-        let v = self.versions.get(k.checked_sub(1)?)?;
-        (!v.is_tombstone()).then_some(v)
+/// Key slots by handle. Freed handles are reused, last freed first.
+#[derive(Clone, Debug, Default)]
+struct Records {
+    recs: Vec<KeyRec>,
+    /// Each slot's key hash, so the lookup table can grow without rereading keys.
+    hashes: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl KeySource for Records {
+    fn key(&self, handle: u32) -> &[u8] {
+        record::record_key(&self.recs[handle as usize].data)
+    }
+}
+
+impl Records {
+    fn alloc(&mut self, data: Box<[u8]>, hash: u32) -> u32 {
+        if let Some(h) = self.free.pop() {
+            self.recs[h as usize] = KeyRec { data, hist: None };
+            self.hashes[h as usize] = hash;
+            return h;
+        }
+        // 2^31 keys would take well over 50 GB; the index reserves the top bit.
+        let h = u32::try_from(self.recs.len())
+            .ok()
+            .filter(|&h| h <= MAX_HANDLE)
+            .expect("fewer than 2^31 keys");
+        self.recs.push(KeyRec { data, hist: None });
+        self.hashes.push(hash);
+        h
     }
 
-    fn latest(&self) -> Option<&Version> {
-        self.versions.last().filter(|v| !v.is_tombstone())
+    /// The handle the next `alloc` returns.
+    fn next_handle(&self) -> u32 {
+        self.free.last().copied().unwrap_or(self.recs.len() as u32)
     }
 
-    /// The version written exactly at `rev`, and the one before it.
-    fn written_at(&self, rev: i64) -> Option<(&Version, Option<&Version>)> {
-        let k = self
-            .versions
-            .binary_search_by(|v| v.mod_rev.cmp(&rev))
+    fn release(&mut self, h: u32) {
+        self.recs[h as usize] = KeyRec::default();
+        self.free.push(h);
+    }
+
+    fn latest(&self, h: u32) -> (&[u8], Ver<'_>) {
+        record::split_record(&self.recs[h as usize].data)
+    }
+
+    fn history(&self, h: u32) -> &[Box<[u8]>] {
+        self.recs[h as usize]
+            .hist
+            .as_ref()
+            .map_or(&[], |hist| &hist.versions)
+    }
+
+    /// The key and the version visible at `rev`, if the key exists then.
+    fn at(&self, h: u32, rev: i64) -> Option<(&[u8], Ver<'_>)> {
+        let (key, latest) = self.latest(h);
+        if latest.meta.mod_rev <= rev {
+            return (!latest.is_tombstone()).then_some((key, latest));
+        }
+        let hist = self.history(h);
+        let k = hist.partition_point(|v| record::version_mod_rev(v) <= rev);
+        let v = record::decode_version(hist.get(k.checked_sub(1)?)?);
+        (!v.is_tombstone()).then_some((key, v))
+    }
+
+    /// The version written exactly at `rev`, and the live one before it.
+    fn written_at(&self, h: u32, rev: i64) -> Option<(Ver<'_>, Option<Ver<'_>>)> {
+        let (_, latest) = self.latest(h);
+        let hist = self.history(h);
+        fn live(v: Ver<'_>) -> Option<Ver<'_>> {
+            (!v.is_tombstone()).then_some(v)
+        }
+        if latest.meta.mod_rev == rev {
+            return Some((
+                latest,
+                hist.last()
+                    .map(|b| record::decode_version(b))
+                    .and_then(live),
+            ));
+        }
+        let k = hist
+            .binary_search_by(|v| record::version_mod_rev(v).cmp(&rev))
             .ok()?;
         let prev = k
             .checked_sub(1)
-            .and_then(|p| self.versions.get(p))
-            .filter(|v| !v.is_tombstone());
-        Some((&self.versions[k], prev))
+            .and_then(|p| hist.get(p))
+            .map(|b| record::decode_version(b))
+            .and_then(live);
+        Some((record::decode_version(&hist[k]), prev))
     }
+}
 
-    /// Drops what no read at `>= rev`, and no watch from `rev`, can see:
-    /// versions before the last one at or below `rev`, and that one too if it
-    /// is a deletion made before `rev` (a deletion made exactly at `rev` is
-    /// an event a watch from `rev` must still get). Returns whether the key
-    /// has nothing left.
-    fn compact(&mut self, rev: i64) -> bool {
-        let k = self.versions.partition_point(|v| v.mod_rev <= rev);
-        if k == 0 {
-            return self.versions.is_empty();
+fn to_kv(key: Bytes, v: &Ver<'_>) -> KeyValue {
+    KeyValue {
+        key,
+        create_revision: v.meta.create_rev,
+        mod_revision: v.meta.mod_rev,
+        version: v.meta.version,
+        value: Bytes::copy_from_slice(v.value),
+        lease: v.meta.lease,
+    }
+}
+
+fn event_of(key: &[u8], v: &Ver<'_>, prev: Option<Ver<'_>>) -> Event {
+    // One copy holds the key and both values; the event's fields share it
+    // (two allocations in all, where separate copies would take four).
+    let prev_value = prev.map_or(&[][..], |p| p.value);
+    let mut buf = Vec::with_capacity(key.len() + v.value.len() + prev_value.len());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(v.value);
+    buf.extend_from_slice(prev_value);
+    let all = Bytes::from(buf);
+    let (k, n) = (key.len(), v.value.len());
+    let key = all.slice(..k);
+    let value = all.slice(k..k + n);
+    let prev_kv = prev.map(|p| to_kv_with(key.clone(), &p, all.slice(k + n..)));
+    if v.is_tombstone() {
+        Event {
+            kind: EventType::Delete,
+            kv: KeyValue {
+                key,
+                mod_revision: v.meta.mod_rev,
+                ..KeyValue::default()
+            },
+            prev_kv,
         }
-        let last = &self.versions[k - 1];
-        let keep_from = if last.is_tombstone() && last.mod_rev < rev {
-            k
-        } else {
-            k - 1
-        };
-        self.versions.drain(..keep_from);
-        self.versions.is_empty()
+    } else {
+        Event {
+            kind: EventType::Put,
+            kv: to_kv_with(key, v, value),
+            prev_kv,
+        }
     }
 }
 
-/// The keys changed at one revision, in the order they changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Changes {
-    rev: i64,
-    keys: Vec<Bytes>,
+/// A fixed (never seeded) hash of a key, for the lookup table only: the
+/// table is never iterated, so nothing observable depends on it but speed.
+/// 16 bytes per round, folded 64x64->128-bit multiplies (as wyhash does).
+fn hash_key(key: &[u8]) -> u32 {
+    const K0: u64 = 0x9e37_79b9_7f4a_7c15;
+    const K1: u64 = 0xa076_1d64_78bd_642f;
+    const K2: u64 = 0xe703_7ed1_a0b4_28db;
+    fn fold(a: u64, b: u64) -> u64 {
+        let p = u128::from(a) * u128::from(b);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+    let mut h = K0 ^ key.len() as u64;
+    let mut chunks = key.chunks_exact(16);
+    for c in &mut chunks {
+        let (a, b) = c.split_at(8);
+        let a = u64::from_le_bytes(a.try_into().expect("8 bytes by construction"));
+        let b = u64::from_le_bytes(b.try_into().expect("8 bytes by construction"));
+        h = fold(a ^ K1, b ^ h);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 16];
+        buf[..rest.len()].copy_from_slice(rest);
+        let (a, b) = buf.split_at(8);
+        let a = u64::from_le_bytes(a.try_into().expect("8 bytes by construction"));
+        let b = u64::from_le_bytes(b.try_into().expect("8 bytes by construction"));
+        h = fold(a ^ K1, b ^ h);
+    }
+    let h = fold(h ^ K2, K0);
+    (h ^ (h >> 32)) as u32
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The table's 64-bit hash from a stored 32-bit one: the multiply spreads it
+/// to the high bits, which hashbrown uses as tags.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The handles changed at each revision. Revisions are dense: every write
+/// that changes something takes the next one, and only such writes do.
+#[derive(Clone, Debug, Default)]
+struct ChangeLog {
+    /// The revision of `ends[0]`.
+    first: i64,
+    /// Per revision from `first`: the running number of changes through it,
+    /// modulo 2^32 (fewer than 2^32 changes are ever held at once, so the
+    /// wrapping differences are exact).
+    ends: VecDeque<u32>,
+    /// The running number of changes before `first`.
+    base: u32,
+    /// Changed handles, revision after revision, each in change order.
+    handles: VecDeque<u32>,
+}
+
+impl ChangeLog {
+    fn last(&self) -> Option<i64> {
+        (!self.ends.is_empty()).then(|| self.first + self.ends.len() as i64 - 1)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The positions in `handles` of revision `first + i`.
+    fn span(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1].wrapping_sub(self.base) as usize
+        };
+        start..self.ends[i].wrapping_sub(self.base) as usize
+    }
+
+    fn changes(&self, rev: i64) -> impl Iterator<Item = u32> + '_ {
+        let i = rev
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.ends.len());
+        let span = i.map_or(0..0, |i| self.span(i));
+        self.handles.range(span).copied()
+    }
+
+    fn push(&mut self, rev: i64, changed: impl Iterator<Item = u32>) {
+        match self.last() {
+            None => self.first = rev,
+            Some(last) => assert_eq!(rev, last + 1, "change log revisions must be dense"),
+        }
+        self.handles.extend(changed);
+        assert!(
+            self.handles.len() < u32::MAX as usize,
+            "change log over 2^32 changes"
+        );
+        self.ends
+            .push_back(self.base.wrapping_add(self.handles.len() as u32));
+    }
+
+    /// Drops the oldest revision, appending its handles to `out`.
+    fn pop_front(&mut self, out: &mut Vec<u32>) {
+        let Some(end) = self.ends.pop_front() else {
+            return;
+        };
+        let n = end.wrapping_sub(self.base) as usize;
+        out.extend(self.handles.drain(..n));
+        self.base = end;
+        self.first += 1;
+    }
+
+    /// Gives memory back after compaction emptied most of it.
+    fn shrink(&mut self) {
+        if self.ends.len() < self.ends.capacity() / 4 {
+            self.ends.shrink_to_fit();
+        }
+        if self.handles.len() < self.handles.capacity() / 4 {
+            self.handles.shrink_to_fit();
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct MvccStore {
-    index: BTreeMap<Bytes, History>,
+    recs: Records,
+    /// Handle by key hash. Probed only, never iterated (so its order never
+    /// matters); the hash is fixed, so it is the same on every member.
+    lookup: HashTable<u32>,
+    index: KeyIndex,
     current: i64,
     compacted: i64,
-    /// Changes at each revision after `compacted`, oldest first.
-    log: VecDeque<Changes>,
+    /// Changes at each revision after `compacted` (and at it, while the
+    /// versions written there are retained), oldest first.
+    log: ChangeLog,
 }
 
 impl Default for MvccStore {
     fn default() -> Self {
         MvccStore::new()
-    }
-}
-
-/// How a range may be walked: which keys, in which order.
-fn scan<'a>(
-    index: &'a BTreeMap<Bytes, History>,
-    range: &KeyRange<'_>,
-    reverse: bool,
-) -> Box<dyn Iterator<Item = (&'a Bytes, &'a History)> + 'a> {
-    let (lo, hi): (Bound<&[u8]>, Bound<&[u8]>) = match range {
-        KeyRange::Single(k) => (Bound::Included(k), Bound::Included(k)),
-        KeyRange::Span { start, end } => {
-            if end.is_some_and(|e| e <= *start) {
-                return Box::new(std::iter::empty());
-            }
-            (
-                Bound::Included(start),
-                end.map_or(Bound::Unbounded, Bound::Excluded),
-            )
-        }
-    };
-    let it = index.range::<[u8], _>((lo, hi));
-    if reverse {
-        Box::new(it.rev())
-    } else {
-        Box::new(it)
     }
 }
 
@@ -182,10 +362,12 @@ impl Ord for Ranked {
 impl MvccStore {
     pub fn new() -> MvccStore {
         MvccStore {
-            index: BTreeMap::new(),
+            recs: Records::default(),
+            lookup: HashTable::new(),
+            index: KeyIndex::new(),
             current: 1,
             compacted: 0,
-            log: VecDeque::new(),
+            log: ChangeLog::default(),
         }
     }
 
@@ -219,28 +401,84 @@ impl MvccStore {
         Ok(rev)
     }
 
+    fn find_hashed(&self, key: &[u8], hash: u32) -> Option<u32> {
+        let recs = &self.recs;
+        self.lookup
+            .find(spread(hash), |&h| recs.key(h) == key)
+            .copied()
+    }
+
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        self.find_hashed(key, hash_key(key))
+    }
+
+    /// The key and latest version of `key`, if it is live.
+    fn latest_live(&self, key: &[u8]) -> Option<(&[u8], Ver<'_>)> {
+        let (k, v) = self.recs.latest(self.find(key)?);
+        (!v.is_tombstone()).then_some((k, v))
+    }
+
     /// The key-value of `key` at the current revision.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        let (k, h) = self.index.get_key_value(key)?;
-        h.latest().map(|v| v.to_kv(k))
+        self.latest_live(key)
+            .map(|(k, v)| to_kv(Bytes::copy_from_slice(k), &v))
     }
 
     /// A range read, as etcd's `Range` with its filters, sort and limit, but
     /// never holding more than `limit + 1` key-values when a limit is given.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
         let rev = self.check_read_revision(req.revision)?;
-        Ok(self.range_at(req, rev, self.current))
+        Ok(self.range_at(req, rev, self.current, rev == self.current))
+    }
+
+    /// The slots (handle plus live bit) of the keys in `range`, in key order
+    /// or reversed.
+    fn slots<'a>(
+        &'a self,
+        range: &KeyRange<'_>,
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        match *range {
+            KeyRange::Single(k) => {
+                let slot = self.find(k).map(|h| {
+                    if self.recs.latest(h).1.is_tombstone() {
+                        h
+                    } else {
+                        h | LIVE
+                    }
+                });
+                Box::new(slot.into_iter())
+            }
+            KeyRange::Span { start, end } => {
+                let it = self.index.range(&self.recs, start, end);
+                if reverse {
+                    Box::new(it.rev())
+                } else {
+                    Box::new(it)
+                }
+            }
+        }
+    }
+
+    /// Live keys in `range` at the current revision, from the index's counts.
+    fn count_live(&self, range: &KeyRange<'_>) -> i64 {
+        match *range {
+            KeyRange::Single(k) => i64::from(self.latest_live(k).is_some()),
+            KeyRange::Span { start, end } => self.index.count_live(&self.recs, start, end) as i64,
+        }
     }
 
     /// The range at read revision `rev`; `header_rev` is reported as etcd does
-    /// (the store's revision, not the read revision).
-    fn range_at(&self, req: &RangeRequest, rev: i64, header_rev: i64) -> RangeResponse {
+    /// (the store's revision, not the read revision). `top`: `rev` sees the
+    /// latest version of every key, so the index's live bits and counts apply;
+    /// otherwise every key in the range is visited to count.
+    fn range_at(&self, req: &RangeRequest, rev: i64, header_rev: i64, top: bool) -> RangeResponse {
         let range = KeyRange::new(&req.key, &req.range_end);
-        let passes = |kv: &KeyValue| {
-            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
-                && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
-                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
-                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+        let passes = |m: &Meta| {
+            (req.max_mod_revision == 0 || m.mod_rev <= req.max_mod_revision)
+                && (req.min_mod_revision == 0 || m.mod_rev >= req.min_mod_revision)
+                && (req.max_create_revision == 0 || m.create_rev <= req.max_create_revision)
+                && (req.min_create_revision == 0 || m.create_rev >= req.min_create_revision)
         };
         let limit = if req.limit > 0 {
             Some(req.limit as usize)
@@ -256,36 +494,46 @@ impl MvccStore {
         let by_key = req.sort_target == SortTarget::Key || order == SortOrder::None;
         let reverse = by_key && order == SortOrder::Descend;
 
-        let mut count: i64 = 0;
+        let mut count: i64 = if top { self.count_live(&range) } else { 0 };
+        if top && req.count_only {
+            return RangeResponse {
+                revision: header_rev,
+                more: false,
+                count,
+                kvs: Vec::new(),
+            };
+        }
         let mut matched: usize = 0;
         let mut kvs: Vec<KeyValue> = Vec::new();
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
-        for (k, h) in scan(&self.index, &range, reverse) {
-            let Some(v) = h.at(rev) else { continue };
-            count += 1;
+        for slot in self.slots(&range, reverse) {
+            if top && slot & LIVE == 0 {
+                continue;
+            }
+            let Some((k, v)) = self.recs.at(slot & MAX_HANDLE, rev) else {
+                continue;
+            };
+            if !top {
+                count += 1;
+            }
             if req.count_only {
                 continue;
             }
-            // Filters look at revisions only: build the value only when kept.
-            let probe = KeyValue {
-                key: Bytes::new(),
-                create_revision: v.create_rev,
-                mod_revision: v.mod_rev,
-                version: v.version,
-                value: Bytes::new(),
-                lease: v.lease,
-            };
-            if !passes(&probe) {
+            // Filters look at revisions only: build the key-value only when kept.
+            if !passes(&v.meta) {
                 continue;
             }
             matched += 1;
             if by_key {
                 if limit.is_none_or(|l| kvs.len() < l) {
-                    kvs.push(v.to_kv(k));
+                    kvs.push(to_kv(Bytes::copy_from_slice(k), &v));
+                } else if top {
+                    // The count is known and this match settles `more`.
+                    break;
                 }
             } else {
                 let r = Ranked {
-                    kv: v.to_kv(k),
+                    kv: to_kv(Bytes::copy_from_slice(k), &v),
                     target: req.sort_target,
                     descend: order == SortOrder::Descend,
                 };
@@ -324,10 +572,18 @@ impl MvccStore {
     pub fn compare(&self, c: &Compare) -> bool {
         let range = KeyRange::new(&c.key, &c.range_end);
         let mut any = false;
-        for (k, h) in scan(&self.index, &range, false) {
-            let Some(v) = h.latest() else { continue };
+        for slot in self.slots(&range, false) {
+            if slot & LIVE == 0 {
+                continue;
+            }
+            let (_, v) = self.recs.latest(slot & MAX_HANDLE);
             any = true;
-            if !compare_kv(c, &v.to_kv(k)) {
+            // compare_kv reads no key, and the value only for a value compare.
+            let value = match c.target {
+                CompareTarget::Value(_) => Bytes::copy_from_slice(v.value),
+                _ => Bytes::new(),
+            };
+            if !compare_kv(c, &to_kv_with(Bytes::new(), &v, value)) {
                 return false;
             }
         }
@@ -353,31 +609,22 @@ impl MvccStore {
     /// The events of revision `rev` (empty if it is compacted or has none),
     /// with previous key-values where still retained.
     pub fn events_at(&self, rev: i64) -> Vec<Event> {
-        let Some(first) = self.log.front() else {
-            return Vec::new();
-        };
-        if rev < first.rev {
-            return Vec::new();
-        }
-        // Revisions in the log are dense except where a write changed nothing.
-        let k = self.log.partition_point(|c| c.rev < rev);
-        let Some(ch) = self.log.get(k).filter(|c| c.rev == rev) else {
-            return Vec::new();
-        };
-        ch.keys
-            .iter()
-            .filter_map(|key| {
-                let (key, h) = self.index.get_key_value(key)?;
-                let (v, prev) = h.written_at(rev)?;
-                Some(event_of(key, v, prev))
+        self.log
+            .changes(rev)
+            .filter_map(|h| {
+                let (v, prev) = self.recs.written_at(h, rev)?;
+                Some(event_of(self.recs.key(h), &v, prev))
             })
             .collect()
     }
 
     /// The revisions after `after` that have changes, oldest first (for watch catch-up).
     pub fn changed_revisions_after(&self, after: i64, max: usize) -> Vec<i64> {
-        let k = self.log.partition_point(|c| c.rev <= after);
-        self.log.iter().skip(k).take(max).map(|c| c.rev).collect()
+        let Some(last) = self.log.last() else {
+            return Vec::new();
+        };
+        let from = after.saturating_add(1).max(self.log.first);
+        (from..=last).take(max).collect()
     }
 
     /// Compacts away everything only reads (or watches) below `rev` could
@@ -390,161 +637,400 @@ impl MvccStore {
             return Err(EtcdError::FutureRev);
         }
         // Only keys changed since the last compaction can hold anything to
-        // drop: those in the log up to and including `rev`. Entries before
+        // drop: those in the log up to and including `rev`. Revisions before
         // `rev` leave the log; the one at `rev` stays for watches from `rev`.
-        let mut visit: Vec<Bytes> = Vec::new();
-        while self.log.front().is_some_and(|c| c.rev < rev) {
-            visit.extend(self.log.pop_front().expect("checked non-empty").keys);
+        let mut visit: Vec<u32> = Vec::new();
+        while self.log.last().is_some() && self.log.first < rev {
+            self.log.pop_front(&mut visit);
         }
-        if let Some(at) = self.log.front().filter(|c| c.rev == rev) {
-            visit.extend(at.keys.iter().cloned());
-        }
-        for key in visit {
-            if let Some(h) = self.index.get_mut(&key)
-                && h.compact(rev)
-            {
-                self.index.remove(&key);
-            }
+        visit.extend(self.log.changes(rev));
+        visit.sort_unstable();
+        visit.dedup();
+        for h in visit {
+            self.compact_key(h, rev);
         }
         self.compacted = rev;
+        self.log.shrink();
+        if self.lookup.len() < self.lookup.capacity() / 4 {
+            let hashes = &self.recs.hashes;
+            self.lookup
+                .shrink_to(self.lookup.len(), |&h| spread(hashes[h as usize]));
+        }
         Ok(())
+    }
+
+    /// Drops what no read at `>= rev`, and no watch from `rev`, can see:
+    /// versions before the last one at or below `rev`, and that one too if it
+    /// is a deletion made before `rev` (a deletion made exactly at `rev` is
+    /// an event a watch from `rev` must still get). A key left with nothing
+    /// leaves the store.
+    fn compact_key(&mut self, h: u32, rev: i64) {
+        let rec = &self.recs.recs[h as usize];
+        // A key removed earlier in this compaction (its handle was listed
+        // at several revisions); no handle is reused while compacting.
+        if rec.data.is_empty() {
+            return;
+        }
+        let (_, latest) = record::split_record(&rec.data);
+        let hist = self.recs.history(h);
+        let total = hist.len() + 1;
+        // Versions at or below `rev`.
+        let k = if latest.meta.mod_rev <= rev {
+            total
+        } else {
+            hist.partition_point(|v| record::version_mod_rev(v) <= rev)
+        };
+        if k == 0 {
+            return;
+        }
+        let last = if k == total {
+            latest
+        } else {
+            record::decode_version(&hist[k - 1])
+        };
+        let keep_from = if last.is_tombstone() && last.meta.mod_rev < rev {
+            k
+        } else {
+            k - 1
+        };
+        if keep_from == total {
+            let removed = self.index.remove(
+                &self.recs,
+                record::record_key(&self.recs.recs[h as usize].data),
+            );
+            assert!(
+                removed.is_some_and(|s| s & MAX_HANDLE == h),
+                "compacted key {h} missing from the index"
+            );
+            let hash = self.recs.hashes[h as usize];
+            match self.lookup.find_entry(spread(hash), |&x| x == h) {
+                Ok(entry) => {
+                    entry.remove();
+                }
+                Err(_) => panic!("compacted key {h} missing from the lookup table"),
+            }
+            self.recs.release(h);
+            return;
+        }
+        if keep_from == 0 {
+            return;
+        }
+        let rec = &mut self.recs.recs[h as usize];
+        let Some(hist) = rec.hist.as_mut() else {
+            return;
+        };
+        hist.versions.drain(..keep_from);
+        if hist.versions.is_empty() {
+            rec.hist = None;
+        } else if hist.versions.len() < hist.versions.capacity() / 4 {
+            hist.versions.shrink_to_fit();
+        }
     }
 
     /// A digest of every retained version up to `rev`, equal on members that
     /// applied the same writes (etcd's HashKV; the value differs from etcd's).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64), EtcdError> {
         let rev = self.check_read_revision(rev)?;
-        let mut h = crc32fast::Hasher::new();
-        h.update(&self.compacted.to_le_bytes());
-        for (k, hist) in &self.index {
-            for v in hist.versions.iter().filter(|v| v.mod_rev <= rev) {
-                h.update(&(k.len() as u64).to_le_bytes());
-                h.update(k);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.compacted.to_le_bytes());
+        for slot in self.index.iter() {
+            let h = slot & MAX_HANDLE;
+            let (k, latest) = self.recs.latest(h);
+            let older = self
+                .recs
+                .history(h)
+                .iter()
+                .map(|b| record::decode_version(b));
+            for v in older
+                .chain(std::iter::once(latest))
+                .filter(|v| v.meta.mod_rev <= rev)
+            {
+                hasher.update(&(k.len() as u64).to_le_bytes());
+                hasher.update(k);
+                let m = v.meta;
                 for n in [
-                    v.mod_rev,
-                    v.create_rev,
-                    v.version,
-                    v.lease,
+                    m.mod_rev,
+                    m.create_rev,
+                    m.version,
+                    m.lease,
                     v.value.len() as i64,
                 ] {
-                    h.update(&n.to_le_bytes());
+                    hasher.update(&n.to_le_bytes());
                 }
-                h.update(&v.value);
+                hasher.update(v.value);
             }
         }
-        Ok((h.finalize(), rev))
+        Ok((hasher.finalize(), rev))
     }
 
-    const SNAPSHOT_VERSION: u8 = 1;
+    /// Every version of the key in slot `h`, oldest first.
+    fn versions(&self, h: u32) -> impl Iterator<Item = Ver<'_>> + '_ {
+        let (_, latest) = self.recs.latest(h);
+        self.recs
+            .history(h)
+            .iter()
+            .map(|b| record::decode_version(b))
+            .chain(std::iter::once(latest))
+    }
+
+    /// Version 2: varint numbers, and the change log names keys by their
+    /// position in the key list instead of repeating them.
+    const SNAPSHOT_VERSION: u8 = 2;
+
+    /// Smallest encodings, for rejecting counts the input cannot hold: a key
+    /// is a length, a version count and a version; a version is four varints
+    /// and a value length; a revision of the log is a change count and a change.
+    const MIN_KEY_BYTES: usize = 2 + Self::MIN_VERSION_BYTES;
+    const MIN_VERSION_BYTES: usize = 5;
+    const MIN_REVISION_BYTES: usize = 2;
 
     pub fn encode(&self, buf: &mut BytesMut) {
         buf.put_u8(Self::SNAPSHOT_VERSION);
         buf.put_i64_le(self.current);
         buf.put_i64_le(self.compacted);
         codec::put_uvarint(buf, self.index.len() as u64);
-        for (k, h) in &self.index {
-            codec::put_bytes(buf, k);
-            codec::put_uvarint(buf, h.versions.len() as u64);
-            for v in &h.versions {
-                buf.put_i64_le(v.mod_rev);
-                buf.put_i64_le(v.create_rev);
-                buf.put_i64_le(v.version);
-                buf.put_i64_le(v.lease);
-                codec::put_bytes(buf, &v.value);
+        // Position of each handle in the key list, for the log.
+        let mut ordinal = vec![0u32; self.recs.recs.len()];
+        for (i, slot) in self.index.iter().enumerate() {
+            let h = slot & MAX_HANDLE;
+            ordinal[h as usize] = i as u32;
+            codec::put_bytes(buf, self.recs.key(h));
+            codec::put_uvarint(buf, (self.recs.history(h).len() + 1) as u64);
+            for v in self.versions(h) {
+                let m = v.meta;
+                for n in [m.mod_rev, m.create_rev, m.version, m.lease] {
+                    codec::put_uvarint(buf, n as u64);
+                }
+                codec::put_bytes(buf, v.value);
             }
         }
         codec::put_uvarint(buf, self.log.len() as u64);
-        for c in &self.log {
-            buf.put_i64_le(c.rev);
-            codec::put_uvarint(buf, c.keys.len() as u64);
-            for k in &c.keys {
-                codec::put_bytes(buf, k);
+        if let Some(first) = self.log.last().map(|_| self.log.first) {
+            codec::put_uvarint(buf, first as u64);
+            for i in 0..self.log.len() {
+                let span = self.log.span(i);
+                codec::put_uvarint(buf, span.len() as u64);
+                for &h in self.log.handles.range(span) {
+                    codec::put_uvarint(buf, u64::from(ordinal[h as usize]));
+                }
             }
         }
     }
 
-    /// Decodes a store and checks its invariants; never panics on bad input.
+    /// Decodes a store and checks its invariants; never panics on bad input,
+    /// and allocates only in proportion to the input.
     pub fn decode(r: &mut Reader<'_>) -> Result<MvccStore, DecodeError> {
+        let bad = || DecodeError::BadLength(0);
         let v = r.u8()?;
         if v != Self::SNAPSHOT_VERSION {
             return Err(DecodeError::BadTag(v));
         }
         let current = r.u64_le()? as i64;
         let compacted = r.u64_le()? as i64;
-        let mut index = BTreeMap::new();
-        let n = r.count(2)?;
-        let mut prev_key: Option<Bytes> = None;
+        if current < 1 || compacted < 0 || compacted > current {
+            return Err(bad());
+        }
+        let mut store = MvccStore {
+            current,
+            compacted,
+            ..MvccStore::new()
+        };
+        let n = r.count(Self::MIN_KEY_BYTES)?;
+        if n > MAX_HANDLE as usize {
+            return Err(bad());
+        }
+        let mut handles: Vec<u32> = Vec::with_capacity(n);
+        let mut prev_key: Option<&[u8]> = None;
         for _ in 0..n {
-            let k = Bytes::copy_from_slice(r.bytes()?);
-            if prev_key.as_ref().is_some_and(|p| *p >= k) {
-                return Err(DecodeError::BadLength(0));
+            let key = r.bytes()?;
+            if prev_key.is_some_and(|p| p >= key) {
+                return Err(bad());
             }
-            let nv = r.count(33)?;
-            let mut versions = Vec::with_capacity(nv);
-            for _ in 0..nv {
-                let mod_rev = r.u64_le()? as i64;
-                let create_rev = r.u64_le()? as i64;
-                let version = r.u64_le()? as i64;
-                let lease = r.u64_le()? as i64;
-                let value = Bytes::copy_from_slice(r.bytes()?);
-                if versions
-                    .last()
-                    .is_some_and(|p: &Version| p.mod_rev >= mod_rev)
-                    || mod_rev > current
-                {
-                    return Err(DecodeError::BadLength(0));
+            prev_key = Some(key);
+            let nv = r.count(Self::MIN_VERSION_BYTES)?;
+            let mut older: Vec<Box<[u8]>> = Vec::with_capacity(nv.saturating_sub(1));
+            let mut latest = None;
+            let mut last_mod: Option<i64> = None;
+            for j in 0..nv {
+                let mod_rev = r.uvarint()? as i64;
+                let create_rev = r.uvarint()? as i64;
+                let version = r.uvarint()? as i64;
+                let lease = r.uvarint()? as i64;
+                let value = r.bytes()?;
+                if last_mod.is_some_and(|m| m >= mod_rev) || mod_rev > current {
+                    return Err(bad());
                 }
-                versions.push(Version {
+                last_mod = Some(mod_rev);
+                let meta = Meta {
                     mod_rev,
                     create_rev,
                     version,
                     lease,
-                    value,
-                });
+                };
+                if j + 1 < nv {
+                    older.push(record::encode_version(&meta, value));
+                } else {
+                    latest = Some((meta, value));
+                }
             }
-            prev_key = Some(k.clone());
-            index.insert(k, History { versions });
-        }
-        let nlog = r.count(9)?;
-        let mut log = VecDeque::with_capacity(nlog);
-        for _ in 0..nlog {
-            let rev = r.u64_le()? as i64;
-            let nk = r.count(1)?;
-            let mut keys = Vec::with_capacity(nk);
-            for _ in 0..nk {
-                keys.push(Bytes::copy_from_slice(r.bytes()?));
+            // A key with no version never exists in a store.
+            let Some((meta, value)) = latest else {
+                return Err(bad());
+            };
+            let hash = hash_key(key);
+            let h = store
+                .recs
+                .alloc(record::encode_record(key, &meta, value), hash);
+            if !older.is_empty() {
+                store.recs.recs[h as usize].hist = Some(Box::new(History { versions: older }));
             }
-            log.push_back(Changes { rev, keys });
+            let recs = &store.recs;
+            store
+                .lookup
+                .insert_unique(spread(hash), h, |&x| spread(recs.hashes[x as usize]));
+            // Keys arrive in order, so every insert appends and leaves fill up.
+            let inserted = store.index.insert(&store.recs, key, h, meta.version != 0);
+            debug_assert!(inserted, "keys are strictly increasing");
+            handles.push(h);
         }
-        if current < 1 || compacted < 0 || compacted > current {
-            return Err(DecodeError::BadLength(0));
+        let nrevs = r.count(Self::MIN_REVISION_BYTES)?;
+        if nrevs == 0 {
+            // Every revision after 1 has changes, and compaction keeps the
+            // current one: only a store that never changed has no log.
+            if current != 1 {
+                return Err(bad());
+            }
+            return Ok(store);
         }
-        Ok(MvccStore {
-            index,
-            current,
-            compacted,
-            log,
+        let first = r.uvarint()? as i64;
+        // Compaction to `rev` keeps revision `rev` (revision 1 has no changes).
+        let last = first.checked_add(nrevs as i64 - 1).ok_or_else(bad)?;
+        if first != compacted.max(2) || last != current {
+            return Err(bad());
+        }
+        // The revision at which each key was last listed, to refuse a key
+        // listed twice in one revision.
+        let mut listed_at: Vec<i64> = vec![0; n];
+        let mut listed: usize = 0;
+        let mut changed: Vec<u32> = Vec::new();
+        for rev in first..=last {
+            let m = r.count(1)?;
+            if m == 0 {
+                return Err(bad());
+            }
+            changed.clear();
+            for _ in 0..m {
+                let i = usize::try_from(r.uvarint()?).map_err(|_| bad())?;
+                let (Some(&h), Some(at)) = (handles.get(i), listed_at.get_mut(i)) else {
+                    return Err(bad());
+                };
+                if *at == rev || store.recs.written_at(h, rev).is_none() {
+                    return Err(bad());
+                }
+                *at = rev;
+                changed.push(h);
+            }
+            listed += m;
+            store.log.push(rev, changed.iter().copied());
+        }
+        // Each listed change is a distinct version written at its revision; the
+        // log must list all of them.
+        let versions_in_log: usize = handles
+            .iter()
+            .map(|&h| {
+                store
+                    .versions(h)
+                    .filter(|v| v.meta.mod_rev >= first)
+                    .count()
+            })
+            .sum();
+        if versions_in_log != listed {
+            return Err(bad());
+        }
+        Ok(store)
+    }
+
+    /// The versions of every key and the changes of every logged revision,
+    /// by key bytes (what `PartialEq` and `Debug` compare and show).
+    fn logical_keys(&self) -> impl Iterator<Item = (&[u8], Vec<Ver<'_>>)> + '_ {
+        self.index.iter().map(move |slot| {
+            let h = slot & MAX_HANDLE;
+            (self.recs.key(h), self.versions(h).collect())
+        })
+    }
+
+    fn logical_log(&self) -> impl Iterator<Item = (i64, Vec<&[u8]>)> + '_ {
+        (0..self.log.len()).map(move |i| {
+            let rev = self.log.first + i as i64;
+            (
+                rev,
+                self.log.changes(rev).map(|h| self.recs.key(h)).collect(),
+            )
         })
     }
 }
 
-fn event_of(key: &Bytes, v: &Version, prev: Option<&Version>) -> Event {
-    if v.is_tombstone() {
-        Event {
-            kind: EventType::Delete,
-            kv: KeyValue {
-                key: key.clone(),
-                mod_revision: v.mod_rev,
-                ..KeyValue::default()
-            },
-            prev_kv: prev.map(|p| p.to_kv(key)),
+/// Equal when the stores hold the same versions and change log, however
+/// their handles and tree nodes happen to be laid out.
+impl PartialEq for MvccStore {
+    fn eq(&self, o: &Self) -> bool {
+        self.current == o.current
+            && self.compacted == o.compacted
+            && self.index.len() == o.index.len()
+            && self.log.len() == o.log.len()
+            && self.logical_keys().eq(o.logical_keys())
+            && self.logical_log().eq(o.logical_log())
+    }
+}
+
+impl Eq for MvccStore {}
+
+impl std::fmt::Debug for MvccStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Keys<'a>(&'a MvccStore);
+        impl std::fmt::Debug for Keys<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .logical_keys()
+                            .map(|(k, v)| (Bytes::copy_from_slice(k), v)),
+                    )
+                    .finish()
+            }
         }
-    } else {
-        Event {
-            kind: EventType::Put,
-            kv: v.to_kv(key),
-            prev_kv: prev.map(|p| p.to_kv(key)),
+        struct Log<'a>(&'a MvccStore);
+        impl std::fmt::Debug for Log<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map()
+                    .entries(self.0.logical_log().map(|(rev, ks)| {
+                        (
+                            rev,
+                            ks.into_iter()
+                                .map(Bytes::copy_from_slice)
+                                .collect::<Vec<_>>(),
+                        )
+                    }))
+                    .finish()
+            }
         }
+        f.debug_struct("MvccStore")
+            .field("current", &self.current)
+            .field("compacted", &self.compacted)
+            .field("keys", &Keys(self))
+            .field("log", &Log(self))
+            .finish()
+    }
+}
+
+fn to_kv_with(key: Bytes, v: &Ver<'_>, value: Bytes) -> KeyValue {
+    KeyValue {
+        key,
+        create_revision: v.meta.create_rev,
+        mod_revision: v.meta.mod_rev,
+        version: v.meta.version,
+        value,
+        lease: v.meta.lease,
     }
 }
 
@@ -570,7 +1056,9 @@ pub fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 pub struct Write<'a> {
     store: &'a mut MvccStore,
     rev: i64,
-    changed: Vec<Bytes>,
+    /// Handles changed, in order; for a put, the key and value as given,
+    /// which its event shares instead of copying.
+    changed: Vec<(u32, Option<(Bytes, Bytes)>)>,
 }
 
 impl Write<'_> {
@@ -588,9 +1076,10 @@ impl Write<'_> {
         }
     }
 
+    /// Reads see the latest version of every key: nothing is newer than this
+    /// write's own changes (or, before any, than the current revision).
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        let (k, h) = self.store.index.get_key_value(key)?;
-        h.at(self.read_revision()).map(|v| v.to_kv(k))
+        self.store.get(key)
     }
 
     /// A range read inside the request (etcd reports this revision in its header).
@@ -603,57 +1092,113 @@ impl Write<'_> {
         if rev < self.store.compacted {
             return Err(EtcdError::Compacted);
         }
-        Ok(self.store.range_at(req, rev, read))
+        Ok(self.store.range_at(req, rev, read, rev == read))
     }
 
     /// Sets `key`; returns the previous key-value, if it existed.
     pub fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
         let rev = self.rev;
-        let h = self.store.index.entry(key.clone()).or_default();
-        let prev = h.latest().cloned();
-        debug_assert!(
-            h.versions.last().is_none_or(|v| v.mod_rev < rev),
-            "key changed twice in one revision"
+        let st = &mut *self.store;
+        let hash = hash_key(&key);
+        let recs = &st.recs;
+        // One probe finds the key or the free bucket a new key takes.
+        let entry = st.lookup.entry(
+            spread(hash),
+            |&h| recs.key(h) == key,
+            |&h| spread(recs.hashes[h as usize]),
         );
-        let (create_rev, version) = match &prev {
-            Some(p) => (p.create_rev, p.version + 1),
-            None => (rev, 1),
+        let (handle, prev) = match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                let h = *e.get();
+                let rec = &mut st.recs.recs[h as usize];
+                let (_, old) = record::split_record(&rec.data);
+                debug_assert!(old.meta.mod_rev < rev, "key changed twice in one revision");
+                let was_live = !old.is_tombstone();
+                let (create_rev, version) = if was_live {
+                    (old.meta.create_rev, old.meta.version + 1)
+                } else {
+                    (rev, 1)
+                };
+                let prev = was_live.then(|| to_kv(key.clone(), &old));
+                let older = record::encode_version(&old.meta, old.value);
+                rec.data = record::encode_record(
+                    &key,
+                    &Meta {
+                        mod_rev: rev,
+                        create_rev,
+                        version,
+                        lease,
+                    },
+                    &value,
+                );
+                rec.hist
+                    .get_or_insert_with(Default::default)
+                    .versions
+                    .push(older);
+                if !was_live {
+                    let found = st.index.set_live(&st.recs, &key, true);
+                    assert!(found, "a key in the lookup table is in the index");
+                }
+                (h, prev)
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let h = st.recs.next_handle();
+                e.insert(h);
+                let meta = Meta {
+                    mod_rev: rev,
+                    create_rev: rev,
+                    version: 1,
+                    lease,
+                };
+                let allocated = st
+                    .recs
+                    .alloc(record::encode_record(&key, &meta, &value), hash);
+                debug_assert_eq!(allocated, h);
+                let inserted = st.index.insert(&st.recs, &key, h, true);
+                assert!(
+                    inserted,
+                    "a key missing from the lookup table is missing from the index"
+                );
+                (h, None)
+            }
         };
-        h.versions.push(Version {
-            mod_rev: rev,
-            create_rev,
-            version,
-            lease,
-            value,
-        });
-        self.changed.push(key.clone());
-        prev.map(|p| p.to_kv(&key))
+        self.changed.push((handle, Some((key, value))));
+        prev
     }
 
     /// Deletes every live key in the range; returns their last key-values.
     pub fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Vec<KeyValue> {
         let rev = self.rev;
         let range = KeyRange::new(key, range_end);
-        let victims: Vec<Bytes> = scan(&self.store.index, &range, false)
-            .filter(|(_, h)| h.latest().is_some())
-            .map(|(k, _)| k.clone())
+        let victims: Vec<u32> = self
+            .store
+            .slots(&range, false)
+            .filter(|s| s & LIVE != 0)
+            .map(|s| s & MAX_HANDLE)
             .collect();
+        let st = &mut *self.store;
         let mut out = Vec::with_capacity(victims.len());
-        for k in victims {
-            let h = self
-                .store
-                .index
-                .get_mut(&k)
-                .expect("collected from the index");
-            let prev = h.latest().expect("filtered live").to_kv(&k);
-            h.versions.push(Version {
+        for h in victims {
+            let rec = &mut st.recs.recs[h as usize];
+            let (k, old) = record::split_record(&rec.data);
+            debug_assert!(old.meta.mod_rev < rev, "key changed twice in one revision");
+            let key = Bytes::copy_from_slice(k);
+            let prev = to_kv(key.clone(), &old);
+            let older = record::encode_version(&old.meta, old.value);
+            let tombstone = Meta {
                 mod_rev: rev,
                 create_rev: 0,
                 version: 0,
                 lease: 0,
-                value: Bytes::new(),
-            });
-            self.changed.push(k);
+            };
+            rec.data = record::encode_record(&key, &tombstone, &[]);
+            rec.hist
+                .get_or_insert_with(Default::default)
+                .versions
+                .push(older);
+            let found = st.index.set_live(&st.recs, &key, false);
+            assert!(found, "a key in the lookup table is in the index");
+            self.changed.push((h, None));
             out.push(prev);
         }
         out
@@ -666,24 +1211,264 @@ impl Write<'_> {
             return Vec::new();
         }
         let rev = self.rev;
+        let st = self.store;
         let events: Vec<Event> = self
             .changed
             .iter()
-            .map(|k| {
-                let (key, h) = self
-                    .store
-                    .index
-                    .get_key_value(k)
-                    .expect("changed key is indexed");
-                let (v, prev) = h.written_at(rev).expect("written at this revision");
-                event_of(key, v, prev)
+            .map(|(h, given)| {
+                let (v, prev) = st
+                    .recs
+                    .written_at(*h, rev)
+                    .expect("written at this revision");
+                match given {
+                    Some((key, value)) => Event {
+                        kind: EventType::Put,
+                        kv: to_kv_with(key.clone(), &v, value.clone()),
+                        prev_kv: prev.map(|p| to_kv(key.clone(), &p)),
+                    },
+                    None => event_of(st.recs.key(*h), &v, prev),
+                }
             })
             .collect();
-        self.store.current = rev;
-        self.store.log.push_back(Changes {
-            rev,
-            keys: self.changed,
-        });
+        st.current = rev;
+        st.log.push(rev, self.changed.iter().map(|c| c.0));
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(s: &mut MvccStore, k: &str, v: &str) -> Vec<Event> {
+        let mut w = s.write();
+        w.put(
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v.as_bytes()),
+            0,
+        );
+        w.finish()
+    }
+
+    fn del(s: &mut MvccStore, k: &str, end: &str) -> Vec<Event> {
+        let mut w = s.write();
+        w.delete_range(k.as_bytes(), end.as_bytes());
+        w.finish()
+    }
+
+    fn range(s: &MvccStore, k: &str, end: &str, rev: i64, limit: i64) -> RangeResponse {
+        s.range(&RangeRequest {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            range_end: Bytes::copy_from_slice(end.as_bytes()),
+            revision: rev,
+            limit,
+            ..RangeRequest::default()
+        })
+        .unwrap()
+    }
+
+    fn round_trip(s: &MvccStore) -> MvccStore {
+        let mut buf = BytesMut::new();
+        s.encode(&mut buf);
+        let mut r = Reader::new(&buf);
+        let d = MvccStore::decode(&mut r).unwrap();
+        assert!(r.is_empty());
+        d
+    }
+
+    #[test]
+    fn counts_come_from_the_index_at_the_current_revision() {
+        let mut s = MvccStore::new();
+        for i in 0..1000 {
+            put(&mut s, &format!("p/{i:04}"), "v");
+        }
+        del(&mut s, "p/0100", "p/0200");
+        let r = range(&s, "p/", "p0", 0, 10);
+        assert_eq!((r.count, r.kvs.len(), r.more), (900, 10, true));
+        assert_eq!(r.kvs[0].key.as_ref(), b"p/0000");
+        // The same range before the delete, counted by walking.
+        let before = s.current_revision() - 1;
+        let r = range(&s, "p/", "p0", before, 10);
+        assert_eq!((r.count, r.kvs.len(), r.more), (1000, 10, true));
+        let r = range(&s, "p/0150", "", 0, 0);
+        assert_eq!(r.count, 0);
+        let r = range(&s, "p/0150", "", before, 0);
+        assert_eq!(r.count, 1);
+    }
+
+    #[test]
+    fn compaction_frees_keys_and_round_trips() {
+        let mut s = MvccStore::new();
+        for i in 0..300 {
+            put(&mut s, &format!("k{:03}", i % 100), &format!("{i}"));
+        }
+        del(&mut s, "k050", "k060");
+        assert_eq!(s.indexed_keys(), 100);
+        assert_eq!(round_trip(&s), s);
+        let rev = s.current_revision();
+        put(&mut s, "k000", "after");
+        s.compact(rev).unwrap();
+        // The deletion at `rev` is still an event for watches from `rev`.
+        assert_eq!(s.indexed_keys(), 100);
+        assert_eq!(s.events_at(rev).len(), 10);
+        put(&mut s, "k001", "later");
+        s.compact(s.current_revision()).unwrap();
+        assert_eq!(s.indexed_keys(), 90);
+        assert_eq!(range(&s, "k", "l", 0, 0).count, 90);
+        let d = round_trip(&s);
+        assert_eq!(d, s);
+        assert_eq!(d.hash_kv(0).unwrap(), s.hash_kv(0).unwrap());
+        // Freed handles are reused by new keys.
+        for i in 0..10 {
+            put(&mut s, &format!("n{i}"), "v");
+        }
+        assert_eq!(s.recs.recs.len(), 100);
+        assert_eq!(round_trip(&s), s);
+    }
+
+    #[test]
+    fn decode_refuses_what_no_store_could_hold() {
+        let mut s = MvccStore::new();
+        put(&mut s, "a", "1");
+        put(&mut s, "b", "2");
+        let mut buf = BytesMut::new();
+        s.encode(&mut buf);
+        // Every truncation and every single-byte change either decodes to a
+        // valid store or fails cleanly.
+        for cut in 0..buf.len() {
+            let _ = MvccStore::decode(&mut Reader::new(&buf[..cut]));
+        }
+        for i in 0..buf.len() {
+            for b in [0u8, 1, 2, 3, 0x7f, 0x80, 0xff] {
+                let mut bad = buf.to_vec();
+                bad[i] = b;
+                if let Ok(d) = MvccStore::decode(&mut Reader::new(&bad)) {
+                    let _ = d.hash_kv(0);
+                    let _ = d.events_at(2);
+                }
+            }
+        }
+    }
+
+    /// Many keys with long shared prefixes (so the index splits, merges and
+    /// rewrites hints) against a plain model of every version, through
+    /// puts, deletes, range deletes and compactions.
+    #[test]
+    fn many_keys_match_a_plain_model() {
+        use std::collections::BTreeMap;
+        type Model = BTreeMap<Vec<u8>, Vec<(i64, Option<Vec<u8>>)>>;
+        fn live_at(m: &Model, k: &[u8], rev: i64) -> bool {
+            m.get(k)
+                .and_then(|vs| vs.iter().rev().find(|(r, _)| *r <= rev))
+                .is_some_and(|(_, v)| v.is_some())
+        }
+        let key = |i: u64| format!("/registry/pods/ns-{}/name-{:05}", i % 7, i).into_bytes();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut s = MvccStore::new();
+        let mut m: Model = BTreeMap::new();
+        for step in 0..30_000u64 {
+            let r = next();
+            let k = key(r % 4000);
+            let rev = s.current_revision() + 1;
+            match (r >> 20) % 16 {
+                0 => {
+                    let end = key(r % 4000 + 1 + (r >> 40) % 300);
+                    let mut w = s.write();
+                    let gone = w.delete_range(&k, &end);
+                    w.finish();
+                    let want: Vec<Vec<u8>> = m
+                        .iter()
+                        .filter(|(kk, _)| **kk >= k && **kk < end)
+                        .filter(|(kk, _)| live_at(&m, kk, rev - 1))
+                        .map(|(kk, _)| kk.clone())
+                        .collect();
+                    assert_eq!(
+                        gone.iter().map(|kv| kv.key.to_vec()).collect::<Vec<_>>(),
+                        want
+                    );
+                    for kk in want {
+                        m.get_mut(&kk).expect("listed").push((rev, None));
+                    }
+                }
+                1 => {
+                    let mut w = s.write();
+                    let gone = w.delete_range(&k, &[]);
+                    w.finish();
+                    assert_eq!(gone.len(), usize::from(live_at(&m, &k, rev - 1)));
+                    if !gone.is_empty() {
+                        m.get_mut(&k).expect("live").push((rev, None));
+                    }
+                }
+                2 if step % 64 == 0 => {
+                    let at = s.compact_revision().max(1)
+                        + (r >> 30) as i64 % (s.current_revision() - s.compact_revision()).max(1);
+                    if at > s.compact_revision() {
+                        s.compact(at).unwrap();
+                        // The model forgets what the store may drop.
+                        for vs in m.values_mut() {
+                            let k = vs.partition_point(|(r, _)| *r <= at);
+                            if k > 0 {
+                                let last_deleted = vs[k - 1].1.is_none() && vs[k - 1].0 < at;
+                                vs.drain(..if last_deleted { k } else { k - 1 });
+                            }
+                        }
+                        m.retain(|_, vs| !vs.is_empty());
+                        assert_eq!(s.indexed_keys(), m.len());
+                    }
+                }
+                _ => {
+                    let v = format!("v{step}").into_bytes();
+                    let mut w = s.write();
+                    w.put(Bytes::from(k.clone()), Bytes::from(v.clone()), 0);
+                    w.finish();
+                    m.entry(k).or_default().push((rev, Some(v)));
+                }
+            }
+            if step % 97 == 0 {
+                let (a, b) = (key(r % 4000), key(r % 4000 + (r >> 32) % 900));
+                let current = s.current_revision();
+                let old = s.compact_revision().max(1)
+                    + (r >> 12) as i64 % (current - s.compact_revision().max(1) + 1);
+                for rev in [current, old] {
+                    let want = m
+                        .iter()
+                        .filter(|(kk, _)| **kk >= a && **kk < b)
+                        .filter(|(kk, _)| live_at(&m, kk, rev))
+                        .count() as i64;
+                    let got = s.range(&RangeRequest {
+                        key: Bytes::from(a.clone()),
+                        range_end: Bytes::from(b.clone()),
+                        revision: rev,
+                        limit: 3,
+                        ..RangeRequest::default()
+                    });
+                    let got = got.unwrap();
+                    assert_eq!(
+                        got.count, want,
+                        "count of {a:?}..{b:?} at {rev} (current {current})"
+                    );
+                    assert_eq!(got.kvs.len() as i64, want.min(3));
+                    assert_eq!(got.more, want > 3);
+                }
+                assert_eq!(s.get(&a).is_some(), live_at(&m, &a, current));
+            }
+        }
+        assert_eq!(s.indexed_keys(), m.len());
+        let d = round_trip(&s);
+        assert_eq!(d, s);
+        assert_eq!(d.hash_kv(0).unwrap(), s.hash_kv(0).unwrap());
+        s.compact(s.current_revision()).unwrap();
+        let live = m
+            .keys()
+            .filter(|k| live_at(&m, k, s.current_revision()))
+            .count();
+        assert_eq!(s.indexed_keys(), live);
+        assert_eq!(round_trip(&s), s);
     }
 }
