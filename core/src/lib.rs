@@ -25,6 +25,7 @@ pub mod request;
 pub mod storage;
 pub mod testing;
 pub mod types;
+pub mod wal;
 pub mod watch;
 
 pub use node::{Input, Node, NodeConfig, NodeError, Outcome, Persist, Ready, StateMachine};

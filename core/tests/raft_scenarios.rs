@@ -604,3 +604,57 @@ fn requests_time_out_when_no_quorum() {
     c.run_ticks(100);
     assert_eq!(c.take_reply(rid), Some(Outcome::Failed(NodeError::Timeout)));
 }
+
+#[test]
+fn a_member_that_lost_its_log_neither_votes_nor_campaigns_until_caught_up() {
+    let mut c: Cluster<Register> = Cluster::new(3);
+    let l = c.elect_any();
+    for i in 0..20 {
+        c.propose(l, put("a", &i.to_string()));
+    }
+    c.run_ticks(2);
+    // Node x loses its disk and comes back empty, knowing it.
+    let x = NodeId(if l.0 == 3 { 2 } else { 3 });
+    let other = NodeId(6 - l.0 - x.0);
+    {
+        let m = c.members.get_mut(&x).unwrap();
+        m.storage = etcd_core::storage::MemStorage::default();
+        m.incarnation += 1;
+        let rec = etcd_core::raft::Recovered {
+            lost_state: true,
+            ..Default::default()
+        };
+        m.node = etcd_core::Node::restart(test_config(x, 77), Register::default(), rec).unwrap();
+    }
+    assert!(c.node(x).raft().amnesia().is_some());
+    // Cut x off from the leader: alone it can neither catch up nor campaign,
+    // and it refuses the other follower's vote request.
+    c.cut.insert((l, x));
+    c.cut.insert((x, l));
+    c.isolate(l);
+    c.cut.remove(&(x, other));
+    c.cut.remove(&(other, x));
+    c.run_ticks(60);
+    assert!(
+        c.leaders().iter().all(|&id| id == l),
+        "no one may win with an amnesiac's vote: {:?}",
+        c.leaders()
+    );
+    assert_ne!(c.node(x).raft().role(), Role::Candidate);
+    // Healed, x catches up from the leader and then votes again.
+    c.heal();
+    c.run_ticks(30);
+    assert!(c.node(x).raft().amnesia().is_none(), "caught up");
+    let leader = c.elect_any();
+    assert_eq!(
+        c.node(x).state_machine().digest(),
+        c.node(leader).state_machine().digest()
+    );
+    c.isolate(leader);
+    c.run_ticks(60);
+    let new = c.leaders().into_iter().find(|&id| id != leader);
+    assert!(
+        new.is_some(),
+        "x's vote now counts: the other two elect a leader"
+    );
+}

@@ -193,6 +193,28 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
     /// Durable entries, contiguous; those at or below the snapshot index are skipped.
     pub entries: Vec<Entry>,
+    /// This member's log was lost or damaged and it restarts without it: it
+    /// may have voted in terms it no longer remembers, so it must neither
+    /// vote nor campaign until it has caught up (see `Amnesia`).
+    pub lost_state: bool,
+}
+
+/// A member that restarted without its log ("amnesia") neither votes nor
+/// campaigns until it has caught up with a leader of some term T: its commit
+/// index reaches the commit the leader reported, at an entry of term T. From
+/// then on it votes only in terms above T.
+///
+/// Why this is (nearly) enough: the votes its former self cast are in terms
+/// it may no longer know. A leader of term T whose term-T entry we committed
+/// had a majority at term T, so no election above T had been won before it.
+/// The one window left open is a candidate of a higher term that has not yet
+/// won and still holds our former vote within its election timeout; the
+/// alternative (never voting again under this identity) is Raft's advice
+/// for lost disks and remains the operator's choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amnesia {
+    /// The first leader heard from after the restart, and its commit index.
+    pub target: Option<(Term, LogIndex)>,
 }
 
 /// Bound on read-index rounds a leader tracks at once; older rounds are dropped
@@ -235,6 +257,10 @@ pub struct Raft {
     last_hard_state: HardState,
     /// Did our own durable index advance since the last check-quorum window?
     persist_progress_in_window: bool,
+    /// Set while recovering from a lost log (see `Amnesia`).
+    amnesia: Option<Amnesia>,
+    /// Votes in terms below this are refused (after an amnesia).
+    min_vote_term: Term,
 }
 
 impl Raft {
@@ -299,6 +325,8 @@ impl Raft {
             read_states: Vec::new(),
             last_hard_state: rec.hard_state,
             persist_progress_in_window: false,
+            amnesia: rec.lost_state.then_some(Amnesia { target: None }),
+            min_vote_term: Term::ZERO,
             cfg,
         };
         r.last_hard_state.commit = r.log.committed;
@@ -377,7 +405,30 @@ impl Raft {
     }
     /// Whether this node may campaign: it is a voter in its applied membership.
     pub fn promotable(&self) -> bool {
-        self.conf.voters.contains(&self.id)
+        self.conf.voters.contains(&self.id) && self.amnesia.is_none()
+    }
+
+    /// Whether this member is still catching up after losing its log.
+    pub fn amnesia(&self) -> Option<Amnesia> {
+        self.amnesia
+    }
+
+    /// Catching up after an amnesia: remember the first leader's commit, and
+    /// clear the guard once we have committed up to it at an entry of its term.
+    fn note_leader_contact(&mut self, leader_commit: Option<LogIndex>) {
+        let term = self.term;
+        let Some(a) = &mut self.amnesia else { return };
+        if a.target.is_none() {
+            // Only an append carries the leader's real commit index.
+            a.target = leader_commit.map(|c| (term, c));
+        }
+        let Some(target) = a.target else { return };
+        let done =
+            self.log.committed >= target.1 && self.log.term(self.log.committed) == Some(target.0);
+        if done {
+            self.amnesia = None;
+            self.min_vote_term = target.0.next();
+        }
     }
 
     // ---- inputs --------------------------------------------------------------
@@ -878,7 +929,9 @@ impl Raft {
             || (self.vote.is_none() && self.leader.is_none())
             || (pre && m_term > self.term)
             || (!pre && self.cfg.bugs.vote_twice());
-        if can_vote && self.log.is_up_to_date(last_index, last_term) {
+        // After an amnesia: no vote until caught up, then only in new terms.
+        let remembers = self.amnesia.is_none() && m_term >= self.min_vote_term;
+        if can_vote && remembers && self.log.is_up_to_date(last_index, last_term) {
             self.send(from, m_term, MsgBody::VoteResp { pre, reject: false });
             if !pre {
                 // Granting a vote restarts our timer, or we might campaign
@@ -1045,6 +1098,7 @@ impl Raft {
     ) {
         let term = self.term;
         if prev_index < self.log.committed {
+            self.note_leader_contact(Some(commit));
             let committed = self.log.committed;
             self.send(
                 from,
@@ -1091,9 +1145,11 @@ impl Raft {
                 );
             }
         }
+        self.note_leader_contact(Some(commit));
     }
 
     fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, ctx: Option<ReadCtx>) {
+        self.note_leader_contact(None);
         // The leader sends min(our matched index, its commit), so every index up
         // to `commit` is in our log and matches the leader's.
         self.log.commit_to(commit.min(self.log.last_index()));
@@ -1128,6 +1184,7 @@ impl Raft {
                 hint_term: Term::ZERO,
             },
         );
+        self.note_leader_contact(None);
     }
 
     // ---- leader side of replication ------------------------------------------------

@@ -159,6 +159,13 @@ impl Progress {
         if self.next.prev() != rejected {
             return false;
         }
+        if match_hint < self.matched {
+            // It no longer has what it acknowledged: its log was lost (a
+            // replaced disk; see `Amnesia`). Start over from what it has, or
+            // the probe would repeat forever. Lowering `matched` never lowers
+            // the commit index, which only moves forward.
+            self.matched = match_hint;
+        }
         self.next = rejected.min(match_hint.next()).max(self.matched.next());
         self.probe_sent = false;
         true
