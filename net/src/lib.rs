@@ -1,0 +1,5 @@
+//! Everything that touches the operating system: storage now, and the
+//! network server, configuration and the peer transport as they come. The
+//! logic they serve lives in `etcd-core`.
+
+pub mod wal;
