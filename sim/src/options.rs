@@ -65,6 +65,8 @@ pub struct SimOptions {
     pub weather: bool,
     /// Stall a member's disk (fsyncs wait) for a while.
     pub disk_stalls: bool,
+    /// Flip bits in, or wipe, a crashed member's disk (a minority at a time).
+    pub disk_faults: bool,
     pub snapshot_interval_entries: u64,
     pub snapshot_catchup_entries: u64,
     pub max_inflight_msgs: u32,
@@ -118,6 +120,7 @@ impl SimOptions {
             transfers: r.chance(500),
             weather: !calm && r.chance(400),
             disk_stalls: !calm && r.chance(300),
+            disk_faults: !calm && r.chance(350),
             snapshot_interval_entries: r.range(10, 200),
             snapshot_catchup_entries: r.range(0, 20),
             max_inflight_msgs: r.range(1, 64) as u32,
@@ -132,7 +135,7 @@ impl fmt::Display for SimOptions {
             f,
             "seed={} nodes={} clients={} keys={} faults={}s tick={}ms delay={}..{}us loss={}‰ dup={}‰ \
              fsync={}..{}us drift=±{}% nemesis_every~{}ms partitions={} crashes={} pauses={} \
-             client_cuts={} membership={} transfers={} weather={} disk_stalls={} snapshot_every={} catchup={} \
+             client_cuts={} membership={} transfers={} weather={} disk_stalls={} disk_faults={} snapshot_every={} catchup={} \
              inflight={} msg_bytes={}",
             self.seed,
             self.nodes,
@@ -156,6 +159,7 @@ impl fmt::Display for SimOptions {
             self.transfers,
             self.weather,
             self.disk_stalls,
+            self.disk_faults,
             self.snapshot_interval_entries,
             self.snapshot_catchup_entries,
             self.max_inflight_msgs,

@@ -197,6 +197,8 @@ async fn run_world(sim: &Sim, opts: SimOptions) -> Result<Report, Failure> {
     if let Some(f) = failure(&sim) {
         return Err(f);
     }
+    // Removals applied at the very end: those members shut down too.
+    nemesis.reap_removed(&sim, &handle);
     end_checks(&sim).map_err(|f| *f)?;
     let w = sim.lock();
     Ok(Report {
@@ -306,11 +308,22 @@ fn end_checks(sim: &Sim) -> Result<(), Box<Failure>> {
     }
     for (id, s) in &w.nodes {
         if s.state == NodeState::Up && s.summary.leases != 0 {
+            let views: Vec<String> = w
+                .nodes
+                .iter()
+                .map(|(n, x)| {
+                    format!(
+                        "{n:?} {:?} applied={:?} voters={:?} learners={:?}",
+                        x.state, x.summary.applied, x.summary.voters, x.summary.learners
+                    )
+                })
+                .collect();
             return Err(fail(
                 "leases",
                 format!(
-                    "{id:?} still has {} leases nobody keeps alive",
-                    s.summary.leases
+                    "{id:?} still has {} leases nobody keeps alive\n  {}",
+                    s.summary.leases,
+                    views.join("\n  ")
                 ),
             ));
         }
@@ -348,6 +361,8 @@ fn add_member(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId, founding:
                 founding,
                 tick_permille,
                 disk_stalled_until_ns: 0,
+                amnesiac: false,
+                held_before_loss: None,
                 summary: Summary::default(),
             },
         );
@@ -387,7 +402,9 @@ fn crash(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId) {
         slot.inbox = None;
         slot.disk_kick = None;
         slot.summary.role = None;
-        stats.lost_unsynced_writes += slot.disk.crash(rng) as u64;
+        let (tear, bytes) = slot.disk.crash(rng);
+        stats.lost_unsynced_writes += u64::from(bytes > 0 && tear != crate::world::Tear::Kept);
+        stats.torn_writes += u64::from(bytes > 0 && tear == crate::world::Tear::Sectors);
     }
 }
 
@@ -558,6 +575,7 @@ impl Nemesis {
             return;
         };
         crash(sim, handle, id);
+        self.maybe_damage_disk(sim, id);
         let d = {
             let mut w = sim.lock();
             w.stats.crashes += 1;
@@ -599,6 +617,49 @@ impl Nemesis {
             madsim::time::sleep(d).await;
             resume_if_paused(&sim2, &handle2, id);
         });
+    }
+
+    /// While `id` is down, its disk may rot (a flipped bit in durable data,
+    /// found at restart) or be replaced (wiped). Only a minority of voters may
+    /// be damaged at once: a member stays damaged until it has caught up.
+    fn maybe_damage_disk(&mut self, sim: &Sim, id: NodeId) {
+        let mut w = sim.lock();
+        if !w.opts.disk_faults || !w.rng.chance(400) {
+            return;
+        }
+        // Not during a membership change: every live member must agree on the voters.
+        let voters = w.membership().0;
+        let views_agree = !self_removing_or_joining(&self.removing, &self.joining)
+            && w.nodes
+                .values()
+                .filter(|s| s.state == NodeState::Up)
+                .all(|s| s.summary.voters == voters);
+        if !views_agree {
+            return;
+        }
+        let damaged = w
+            .nodes
+            .iter()
+            .filter(|(n, s)| **n != id && (s.amnesiac || s.disk.flipped))
+            .count();
+        if damaged + 1 > voters.len().saturating_sub(1) / 2 {
+            return;
+        }
+        let World {
+            nodes, rng, stats, ..
+        } = &mut *w;
+        let Some(slot) = nodes.get_mut(&id) else {
+            return;
+        };
+        if rng.chance(500) {
+            if slot.disk.flip_bit(rng) {
+                stats.bit_flips += 1;
+            }
+        } else {
+            slot.held_before_loss = Some(slot.disk.wipe());
+            slot.amnesiac = true;
+            stats.disk_wipes += 1;
+        }
     }
 
     /// A member's disk stops completing fsyncs for a while (an overloaded or
@@ -654,6 +715,16 @@ impl Nemesis {
     }
 
     fn change_membership(&mut self, sim: &Sim, handle: &madsim::runtime::Handle) {
+        // Reconfiguring while a member is still recovering a lost disk could
+        // leave no quorum that can vote; operators wait, and so do we.
+        if sim
+            .lock()
+            .nodes
+            .values()
+            .any(|s| s.amnesiac || s.disk.flipped)
+        {
+            return;
+        }
         let (voters, learners) = sim.lock().membership();
         let Some(leader) = sim.lock().leader() else {
             return;
@@ -706,11 +777,41 @@ impl Nemesis {
     /// Shuts down members whose removal has been applied, as etcd does.
     fn reap_removed(&mut self, sim: &Sim, handle: &madsim::runtime::Handle) {
         let (voters, learners) = sim.lock().membership();
-        let gone: Vec<NodeId> = self
-            .removing
-            .iter()
-            .copied()
-            .filter(|id| !voters.contains(id) && !learners.contains(id))
+        // Shut a removed member down only once every other member has applied
+        // its removal: until then they still count it, and killing it early
+        // can leave them without a quorum (etcd's operators wait the same way).
+        // Only current members' views count: a removed member that never
+        // heard of its removal (nobody talks to it any more) is no obstacle.
+        let applied_everywhere = |id: NodeId| {
+            let w = sim.lock();
+            w.nodes
+                .iter()
+                .filter(|(n, s)| {
+                    **n != id
+                        && s.state != NodeState::Removed
+                        && (voters.contains(n) || learners.contains(n))
+                })
+                .all(|(_, s)| {
+                    s.summary.role.is_none()
+                        || (!s.summary.voters.contains(&id) && !s.summary.learners.contains(&id))
+                })
+        };
+        // Whoever is no longer a member (by the most advanced view) and whose
+        // removal every other member applied; joiners not yet added excepted.
+        // (Not just the removals we saw through: one that looked lost may
+        // commit later.)
+        let candidates: Vec<NodeId> = {
+            let w = sim.lock();
+            w.nodes
+                .iter()
+                .filter(|(id, s)| s.state != NodeState::Removed && !self.joining.contains(id))
+                .map(|(id, _)| *id)
+                .filter(|id| !voters.contains(id) && !learners.contains(id))
+                .collect()
+        };
+        let gone: Vec<NodeId> = candidates
+            .into_iter()
+            .filter(|id| applied_everywhere(*id))
             .collect();
         for id in gone {
             self.removing.remove(&id);
@@ -718,16 +819,22 @@ impl Nemesis {
                 handle.kill(mid);
             }
             let mut w = sim.lock();
+            w.break_streams_of(id);
             if let Some(s) = w.nodes.get_mut(&id) {
                 s.state = NodeState::Removed;
                 s.inbox = None;
                 s.disk_kick = None;
             }
         }
-        // A proposal that was lost leaves the node a member: try again later.
+        // Keep waiting for removals that some member applied; a proposal that
+        // was lost leaves the node a member everywhere: try again later.
         self.removing
-            .retain(|id| voters.contains(id) || learners.contains(id));
+            .retain(|id| !voters.contains(id) && !learners.contains(id));
     }
+}
+
+fn self_removing_or_joining(removing: &BTreeSet<NodeId>, joining: &BTreeSet<NodeId>) -> bool {
+    !removing.is_empty() || !joining.is_empty()
 }
 
 fn resume_if_paused(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId) {

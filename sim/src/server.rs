@@ -10,7 +10,7 @@ use etcd_core::NodeId;
 use etcd_core::etcd::EtcdState;
 use etcd_core::node::{Input, Node};
 
-use crate::world::{ClientReq, Event, NodeState, Sim};
+use crate::world::{ClientReq, DiskError, Event, NodeState, Sim};
 
 /// Bound on `ready()` rounds after one batch of events; the node reports
 /// through `has_ready` whether more remains, and it is picked up next time.
@@ -32,12 +32,33 @@ pub async fn server_main(sim: Sim, id: NodeId) {
         slot.inbox = Some(tx.clone());
         slot.state = NodeState::Up;
         let tick = Duration::from_micros(tick_ms * slot.tick_permille);
-        let fresh =
-            slot.disk.durable.last_index().0 == 0 && slot.disk.durable.hard_state().term.0 == 0;
-        let node = if slot.founding && fresh {
+        let node = if slot.founding && slot.disk.is_empty() && !slot.amnesiac {
             Node::bootstrap(cfg, sm, &voters)
         } else {
-            match Node::restart(cfg, sm, slot.disk.durable.recover()) {
+            let recovered = match slot.disk.recover() {
+                Ok(r) => Some(r),
+                Err(DiskError::Corrupt { offset, reason }) if slot.disk.flipped => {
+                    // Bit rot found, as it must be: the operator wipes the
+                    // disk and the member rejoins without its log.
+                    let _ = (offset, reason);
+                    slot.held_before_loss = Some(slot.disk.wipe());
+                    slot.amnesiac = true;
+                    w.stats.repairs += 1;
+                    None
+                }
+                Err(DiskError::Corrupt { offset, reason }) => {
+                    w.fail(format!(
+                        "{id:?}: WAL corrupt at {offset} without any injected damage: {reason}"
+                    ));
+                    return;
+                }
+            };
+            let slot = w.nodes.get_mut(&id).expect("slot exists");
+            let mut rec = recovered.unwrap_or_default();
+            // Until it has caught up, a member that lost its log stays guarded,
+            // across restarts too.
+            rec.lost_state = slot.amnesiac;
+            match Node::restart(cfg, sm, rec) {
                 Ok(n) => n,
                 Err(e) => {
                     w.fail(format!("{id:?} cannot restart from its disk: {e}"));
@@ -59,41 +80,45 @@ pub async fn server_main(sim: Sim, id: NodeId) {
         }
     });
 
-    // The disk: group commit. Each sync covers the writes present when it starts.
+    // The disk: group commit. Each sync writes what was queued as one batch
+    // and returns after the fsync latency; only then may the next batch go.
     let disk_sim = sim.clone();
     let disk_tx = tx.clone();
     madsim::task::spawn(async move {
         while disk_rx.next().await.is_some() {
             while disk_rx.try_recv().is_ok() {}
-            let (k, latency) = {
+            let (started, latency, stalled_for) = {
                 let mut w = disk_sim.lock();
-                let k = w.nodes[&id].disk.unsynced.len();
                 let (lo, hi) = fsync;
                 use crate::options::Draw;
-                (k, Duration::from_micros(w.rng.range(lo, hi)))
+                let latency = Duration::from_micros(w.rng.range(lo, hi));
+                let now = w.now_ns();
+                let slot = w.nodes.get_mut(&id).expect("slot exists");
+                let stalled = slot.disk_stalled_until_ns.saturating_sub(now);
+                (slot.disk.start_sync(), latency, stalled)
             };
-            if k == 0 {
+            if !started {
                 continue;
             }
-            let stalled_for = {
-                let w = disk_sim.lock();
-                w.nodes[&id]
-                    .disk_stalled_until_ns
-                    .saturating_sub(w.now_ns())
-            };
             madsim::time::sleep(latency + Duration::from_nanos(stalled_for)).await;
-            let synced = disk_sim
-                .lock()
-                .nodes
-                .get_mut(&id)
-                .and_then(|s| s.disk.sync(k));
+            let (synced, more) = {
+                let mut w = disk_sim.lock();
+                let slot = w.nodes.get_mut(&id).expect("slot exists");
+                (slot.disk.finish_sync(), slot.disk.has_queued())
+            };
             if let Some(n) = synced
                 && disk_tx.unbounded_send(Event::Persisted(n)).is_err()
             {
                 break;
             }
-            // Writes that arrived during the sync need another round; their
-            // queueing already kicked us, so the loop comes round again.
+            // Writes that arrived during the sync make the next batch.
+            if more {
+                let w = disk_sim.lock();
+                if let Some(k) = w.nodes.get(&id).and_then(|s| s.disk_kick.as_ref()) {
+                    // The member is alive (we are running), so it listens.
+                    let _ = k.unbounded_send(());
+                }
+            }
         }
     });
     sim.lock()

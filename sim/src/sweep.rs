@@ -31,6 +31,26 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
         27,
         "checker: a revision made by a lease expiry was attributed to the next write reporting it",
     ),
+    (
+        1,
+        "sim/disk: a member restarted without its log after a bit flip; the amnesia guard must keep it out of elections until it has caught up",
+    ),
+    (
+        63,
+        "sim: a membership change while a member's disk was damaged",
+    ),
+    (
+        135,
+        "sim: a removed member was judged by a stale view of the membership and never reaped",
+    ),
+    (
+        129,
+        "sim/watcher: a progress answer from a member still catching up was taken to vouch for the final revision",
+    ),
+    (
+        7,
+        "checker: after a disk wipe, acknowledged entries held only before the loss were counted as lost",
+    ),
 ];
 
 /// Seeds in the default sweep (`SEEDS` overrides).
@@ -199,6 +219,10 @@ pub fn summary_table(o: &Outcome) -> String {
         ("membership changes proposed", s.membership_changes),
         ("membership changes applied", s.membership_applied),
         ("disk stalls", s.disk_stalls),
+        ("crashes that tore a write in flight", s.torn_writes),
+        ("bit flips in durable data", s.bit_flips),
+        ("disks wiped", s.disk_wipes),
+        ("corrupt disks found and repaired", s.repairs),
         ("snapshots taken locally", s.local_snapshots),
         ("snapshots sent to followers", s.snapshots_sent),
         ("snapshots installed", s.snapshots_installed),

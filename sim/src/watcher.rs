@@ -79,6 +79,7 @@ pub async fn watcher_main(sim: Sim, client: u64) {
         let mut stopping_at: Option<i64> = None;
         let mut created = false;
         let mut silent = Duration::ZERO;
+        let mut behind = 0u32;
         loop {
             // When the run is quiet, ask once for progress: its answer says
             // everything up to the current revision has been delivered.
@@ -87,6 +88,16 @@ pub async fn watcher_main(sim: Sim, client: u64) {
                 (w.quiet, w.final_revision)
             };
             if stop && created && stopping_at.is_none() {
+                if behind > 0 {
+                    // The member is still catching up: give it a moment (no
+                    // busy loop at one instant of virtual time), and after a
+                    // while try another member.
+                    if behind >= 20 {
+                        sim.lock().break_stream(stream);
+                        continue 'outer;
+                    }
+                    madsim::time::sleep(POLL).await;
+                }
                 stopping_at = Some(rev);
                 sim.lock().admin(
                     server,
@@ -135,10 +146,18 @@ pub async fn watcher_main(sim: Sim, client: u64) {
                     }
                     let progress = r.watch_id == -1;
                     canceled = r.canceled && r.compact_revision > 0;
+                    let mut done = canceled;
                     if progress && let Some(p) = stopping_at {
-                        record.complete_through = Some(r.revision.max(p));
+                        // A progress notification vouches for its own revision
+                        // only; a member still behind must be asked again.
+                        record.complete_through = Some(r.revision);
+                        if r.revision >= p {
+                            done = true;
+                        } else {
+                            behind += 1;
+                            stopping_at = None;
+                        }
                     }
-                    let done = canceled || (progress && stopping_at.is_some());
                     record.responses.push(r);
                     if done {
                         sim.lock().break_stream(stream);

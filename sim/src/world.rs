@@ -16,8 +16,9 @@ use etcd_core::hash::Fnv64;
 use etcd_core::mvcc::Event as KvEvent;
 use etcd_core::node::{Input, Node, Outcome, Persist, Ready};
 use etcd_core::raft::{Entry, Message, MsgBody, Role};
+use etcd_core::raft::{Recovered, Snapshot};
 use etcd_core::request::{Request, Response};
-use etcd_core::storage::MemStorage;
+use etcd_core::wal::{self, WalRecord, WalReplay};
 use etcd_core::watch::{StreamId, WatchResponse};
 use etcd_core::{LogIndex, NodeId, ReqId, Term};
 
@@ -74,42 +75,197 @@ pub enum NodeState {
     Removed,
 }
 
-/// A member's disk: the durable image, plus writes handed to it and not yet synced.
+/// A member's disk, byte for byte: the WAL written through the production
+/// codec (`etcd_core::wal`), one batch per sync and never a second batch
+/// before the first is durable, exactly as the production WAL; plus snapshot
+/// files. Crashes tear what was in flight; recovery reads the bytes back
+/// through the same scanner the production WAL uses.
 #[derive(Default)]
 pub struct SimDisk {
-    pub durable: MemStorage,
-    pub unsynced: VecDeque<Persist>,
+    pub wal: Vec<u8>,
+    /// Bytes known durable.
+    pub synced_len: usize,
+    /// The batch written and not yet durable: (start offset, persist number, records).
+    in_flight: Option<(usize, u64, Vec<WalRecord>)>,
+    /// Written by the member, not yet handed to the disk.
+    queued: VecDeque<(u64, Vec<WalRecord>)>,
+    /// Snapshot files by (index, term); durable when written, as the
+    /// production WAL fsyncs them before the WAL names them.
+    snaps: BTreeMap<(LogIndex, Term), Snapshot>,
+    /// What the durable WAL says (for the checker's durable-quorum test).
+    durable: WalReplay,
+    /// Bits flipped in durable data (so recovery must find corruption).
+    pub flipped: bool,
+}
+
+/// How a crash leaves the write that was in flight.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Tear {
+    Lost,
+    Kept,
+    /// Each 512-byte sector independently written or not.
+    Sectors,
+}
+
+pub const SECTOR: usize = 512;
+
+/// Why a disk could not be read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskError {
+    Corrupt { offset: usize, reason: String },
+}
+
+fn replay_holds(r: &WalReplay, i: LogIndex, t: Term) -> bool {
+    if let Some(first) = r.entries.first().map(|e| e.index)
+        && i >= first
+        && let Some(e) = r.entries.get((i.0 - first.0) as usize)
+    {
+        return e.term == t;
+    }
+    r.snapshot.is_some_and(|(si, _)| si >= i)
 }
 
 impl SimDisk {
-    /// Syncs the first `k` writes; returns the last one's number.
-    pub fn sync(&mut self, k: usize) -> Option<u64> {
-        let mut last = None;
-        for _ in 0..k {
-            let Some(p) = self.unsynced.pop_front() else {
-                break;
-            };
-            self.durable.apply(&p);
-            last = Some(p.number);
+    /// Queues a persist (snapshot files first, durably).
+    pub fn write(&mut self, p: &Persist) {
+        for s in p
+            .snapshot
+            .iter()
+            .chain(p.local_snapshot.iter().map(|(s, _)| s))
+        {
+            self.snaps.insert((s.meta.index, s.meta.term), s.clone());
         }
-        last
+        self.queued.push_back((p.number, wal::records_of(p)));
     }
 
-    /// A crash: the OS may have written any prefix of the unsynced writes.
-    pub fn crash(&mut self, rng: &mut ChaCha8Rng) -> usize {
-        let kept = rng.below(self.unsynced.len() as u64 + 1) as usize;
-        self.sync(kept);
-        let lost = self.unsynced.len();
-        self.unsynced.clear();
-        lost
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
     }
 
-    /// Does the durable image hold entry `(i, t)`, or a snapshot covering `i`?
+    /// Writes everything queued as one batch; it becomes durable at `finish_sync`.
+    pub fn start_sync(&mut self) -> bool {
+        assert!(
+            self.in_flight.is_none(),
+            "a second batch before the first is durable"
+        );
+        if self.queued.is_empty() {
+            return false;
+        }
+        let mut number = 0;
+        let mut records = Vec::new();
+        for (n, recs) in self.queued.drain(..) {
+            number = n;
+            records.extend(recs);
+        }
+        let start = self.wal.len();
+        let bytes = wal::encode_batch(&records, 0, start as u64);
+        self.wal.extend_from_slice(&bytes);
+        self.in_flight = Some((start, number, records));
+        true
+    }
+
+    /// The sync returned: the batch is durable. Returns its persist number.
+    pub fn finish_sync(&mut self) -> Option<u64> {
+        let (_, number, records) = self.in_flight.take()?;
+        self.synced_len = self.wal.len();
+        for r in records {
+            // The durable view only feeds the checker; a replay error here
+            // would show again, properly, at recovery.
+            let _ = self.durable.apply(r);
+        }
+        Some(number)
+    }
+
+    /// A crash: queued writes are gone; the batch in flight is lost, kept or torn.
+    pub fn crash(&mut self, rng: &mut ChaCha8Rng) -> (Tear, usize) {
+        self.queued.clear();
+        let Some((start, _, _)) = self.in_flight.take() else {
+            return (Tear::Lost, 0);
+        };
+        let tear = [Tear::Lost, Tear::Kept, Tear::Sectors][rng.below(3) as usize];
+        let len = self.wal.len() - start;
+        match tear {
+            Tear::Lost => self.wal.truncate(start),
+            Tear::Kept => {}
+            Tear::Sectors => {
+                let mut at = start;
+                while at < self.wal.len() {
+                    let end = ((at / SECTOR + 1) * SECTOR).min(self.wal.len());
+                    if rng.chance(500) {
+                        self.wal[at..end].fill(0);
+                    }
+                    at = end;
+                }
+            }
+        }
+        (tear, len)
+    }
+
+    /// Flips one bit in durable data (bit rot).
+    pub fn flip_bit(&mut self, rng: &mut ChaCha8Rng) -> bool {
+        if self.synced_len == 0 {
+            return false;
+        }
+        let at = rng.below(self.synced_len as u64) as usize;
+        self.wal[at] ^= 1 << rng.below(8);
+        self.flipped = true;
+        true
+    }
+
+    /// Forget everything (a replaced disk, or an operator wiping a damaged
+    /// one). Returns what it durably held, which the leader may still count
+    /// on until the member tells it otherwise.
+    pub fn wipe(&mut self) -> WalReplay {
+        let held = std::mem::take(&mut self.durable);
+        *self = SimDisk::default();
+        held
+    }
+
+    /// What a restart recovers: the bytes read back through the production
+    /// scanner. A torn tail is cut (as the production WAL does); damage before
+    /// it is an error.
+    pub fn recover(&mut self) -> Result<Recovered, DiskError> {
+        let scan = wal::scan_segment(&self.wal, 0);
+        let mut replay = WalReplay::default();
+        for (offset, rec) in scan.records {
+            replay
+                .apply(rec)
+                .map_err(|reason| DiskError::Corrupt { offset, reason })?;
+        }
+        match scan.end {
+            wal::SegmentEnd::Clean { offset } | wal::SegmentEnd::TornTail { offset } => {
+                self.wal.truncate(offset);
+                self.synced_len = offset;
+            }
+            wal::SegmentEnd::Corrupt { offset, reason } => {
+                return Err(DiskError::Corrupt { offset, reason });
+            }
+        }
+        let snapshot = replay
+            .snapshot
+            .and_then(|(i, t)| self.snaps.get(&(i, t)).cloned());
+        let snap_index = snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.index);
+        self.durable = replay.clone();
+        Ok(Recovered {
+            hard_state: replay.hard_state,
+            snapshot,
+            entries: replay
+                .entries
+                .into_iter()
+                .filter(|e| e.index > snap_index)
+                .collect(),
+            lost_state: false,
+        })
+    }
+
+    /// Nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.wal.is_empty() && self.queued.is_empty() && self.in_flight.is_none()
+    }
+
+    /// Does durable data hold entry `(i, t)`, or a snapshot covering `i`?
     pub fn holds(&self, i: LogIndex, t: Term) -> bool {
-        if let Some(e) = self.durable.entry(i) {
-            return e.term == t;
-        }
-        self.durable.snapshot().is_some_and(|s| s.meta.index >= i)
+        replay_holds(&self.durable, i, t)
     }
 }
 
@@ -145,6 +301,10 @@ pub struct Slot {
     pub tick_permille: u64,
     /// Fsyncs wait until this virtual time (a stalled disk).
     pub disk_stalled_until_ns: u64,
+    /// Lost its log (wiped or repaired): restarts guarded until caught up.
+    pub amnesiac: bool,
+    /// What it durably held before losing its log, while amnesiac.
+    pub held_before_loss: Option<WalReplay>,
     pub summary: Summary,
 }
 
@@ -166,6 +326,10 @@ pub struct Stats {
     pub membership_changes: u64,
     pub membership_applied: u64,
     pub disk_stalls: u64,
+    pub torn_writes: u64,
+    pub bit_flips: u64,
+    pub disk_wipes: u64,
+    pub repairs: u64,
     pub transfers: u64,
     pub weather_changes: u64,
     pub ops_ok: u64,
@@ -191,6 +355,10 @@ impl Stats {
         self.membership_changes += o.membership_changes;
         self.membership_applied += o.membership_applied;
         self.disk_stalls += o.disk_stalls;
+        self.torn_writes += o.torn_writes;
+        self.bit_flips += o.bit_flips;
+        self.disk_wipes += o.disk_wipes;
+        self.repairs += o.repairs;
         self.transfers += o.transfers;
         self.weather_changes += o.weather_changes;
         self.ops_ok += o.ops_ok;
@@ -459,8 +627,17 @@ impl World {
             installed_snapshot: installed,
         };
         let nodes = &self.nodes;
-        let durable =
-            |v: NodeId, i: LogIndex, t: Term| nodes.get(&v).is_some_and(|s| s.disk.holds(i, t));
+        // A member that lost its disk acknowledged what it held before; the
+        // leader counts that until the member catches up (the amnesia guard
+        // keeps that safe), so the check does too.
+        let durable = |v: NodeId, i: LogIndex, t: Term| {
+            nodes.get(&v).is_some_and(|s| {
+                s.disk.holds(i, t)
+                    || s.held_before_loss
+                        .as_ref()
+                        .is_some_and(|r| replay_holds(r, i, t))
+            })
+        };
         if let Err(v) = self.checker.observe(&obs, &durable) {
             let why = format!("t={}ms {v}", self.now_ns() / 1_000_000);
             self.fail(why);
@@ -571,6 +748,10 @@ impl World {
         }
         if let Some(slot) = self.nodes.get_mut(&id) {
             slot.summary = summary;
+            if slot.amnesiac && raft.amnesia().is_none() {
+                slot.amnesiac = false;
+                slot.held_before_loss = None;
+            }
         }
 
         for m in rd.messages {
@@ -591,7 +772,7 @@ impl World {
                 self.stats.local_snapshots += 1;
             }
             if let Some(slot) = self.nodes.get_mut(&id) {
-                slot.disk.unsynced.push_back(p);
+                slot.disk.write(&p);
                 if let Some(kick) = &slot.disk_kick {
                     // The disk task may already be gone (crash); nothing to wake then.
                     let _ = kick.unbounded_send(());
