@@ -9,7 +9,7 @@ use crate::cluster::ClusterInfo;
 use crate::codec::{self, DecodeError, Reader};
 use crate::error::EtcdError;
 use crate::lease::{LeaseProposal, LeaseTiming, Lessor};
-use crate::mvcc::store::{MvccStore, Write};
+use crate::mvcc::store::{EncodeJob, MvccStore, Write};
 use crate::mvcc::types::*;
 use crate::node::StateMachine;
 use crate::raft::ConfChange;
@@ -68,6 +68,17 @@ pub struct EtcdState {
     watches: WatchRegistry,
     now_ticks: u64,
     notifications: Vec<Notification>,
+    /// A snapshot being encoded a few keys at a time (`begin_snapshot`).
+    snapshot_job: Option<SnapshotJob>,
+}
+
+/// A snapshot in progress: the store's part so far, and the rest (leases,
+/// auth, membership), encoded whole at the start.
+#[derive(Clone, Debug)]
+struct SnapshotJob {
+    mvcc: EncodeJob,
+    buf: BytesMut,
+    rest: Bytes,
 }
 
 impl Default for EtcdState {
@@ -92,11 +103,21 @@ impl EtcdState {
             watches: WatchRegistry::new(cfg.watch_limits),
             now_ticks: 0,
             notifications: Vec::new(),
+            snapshot_job: None,
         }
     }
 
     pub fn mvcc(&self) -> &MvccStore {
         &self.mvcc
+    }
+
+    /// The snapshot after the key-value store: leases, auth, membership.
+    fn snapshot_rest(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.lessor.encode(&mut buf);
+        codec::put_bytes(&mut buf, &self.auth.snapshot());
+        self.cluster.encode(&mut buf);
+        buf.freeze()
     }
 
     pub fn lessor(&self) -> &Lessor {
@@ -686,10 +707,39 @@ impl StateMachine for EtcdState {
         let mut buf = BytesMut::new();
         buf.put_u8(SNAPSHOT_VERSION);
         self.mvcc.encode(&mut buf);
-        self.lessor.encode(&mut buf);
-        codec::put_bytes(&mut buf, &self.auth.snapshot());
-        self.cluster.encode(&mut buf);
+        buf.extend_from_slice(&self.snapshot_rest());
         buf.freeze()
+    }
+
+    /// The key-value store is encoded over later `snapshot_step`s (its
+    /// compactions wait meanwhile); the rest, small, is encoded now.
+    fn begin_snapshot(&mut self) -> Option<Bytes> {
+        self.abort_snapshot();
+        let rest = self.snapshot_rest();
+        // Reserved at once: growing a buffer of hundreds of megabytes would
+        // copy it, all in one step.
+        let size = usize::try_from(self.mvcc.encoded_size_hint()).unwrap_or(usize::MAX);
+        let mut buf = BytesMut::with_capacity(size.saturating_add(rest.len() + 1));
+        buf.put_u8(SNAPSHOT_VERSION);
+        let mvcc = self.mvcc.begin_encode(&mut buf);
+        self.snapshot_job = Some(SnapshotJob { mvcc, buf, rest });
+        None
+    }
+
+    fn snapshot_step(&mut self, budget: usize) -> Option<Bytes> {
+        let job = self.snapshot_job.as_mut()?;
+        if !self.mvcc.encode_step(&mut job.mvcc, &mut job.buf, budget) {
+            return None;
+        }
+        let mut job = self.snapshot_job.take()?;
+        job.buf.extend_from_slice(&job.rest);
+        Some(job.buf.freeze())
+    }
+
+    fn abort_snapshot(&mut self) {
+        if self.snapshot_job.take().is_some() {
+            self.mvcc.abort_encode();
+        }
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), DecodeError> {
@@ -703,6 +753,8 @@ impl StateMachine for EtcdState {
         let auth = AuthStore::restore(r.bytes()?).map_err(|_| DecodeError::BadTag(0xa0))?;
         let cluster = ClusterInfo::decode(&mut r)?;
         r.finish()?;
+        // A snapshot in progress was of the state being replaced.
+        self.snapshot_job = None;
         self.mvcc = mvcc;
         self.lessor = lessor;
         self.auth = auth;

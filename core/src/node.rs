@@ -58,7 +58,25 @@ pub trait StateMachine {
 
     fn snapshot(&self) -> Bytes;
     /// Replaces the state with a snapshot's; on error the state is unchanged.
+    /// A snapshot in progress (`begin_snapshot`) is dropped.
     fn restore(&mut self, data: &[u8]) -> Result<(), DecodeError>;
+
+    /// Starts a snapshot of the state as it is now. A state machine too big
+    /// to encode at once returns `None` and produces it over later
+    /// `snapshot_step` calls, while requests keep being applied; the snapshot
+    /// is still of the state at this call. Starting one drops any other.
+    fn begin_snapshot(&mut self) -> Option<Bytes> {
+        Some(self.snapshot())
+    }
+
+    /// Continues the snapshot begun, doing work in proportion to `budget`
+    /// (bytes, for the etcd state machine); returns it when complete.
+    fn snapshot_step(&mut self, _budget: usize) -> Option<Bytes> {
+        None
+    }
+
+    /// Gives up the snapshot begun, if any.
+    fn abort_snapshot(&mut self) {}
 
     /// Checks a request before it is proposed or read, and completes what the
     /// proposer must choose (ids). `id_seed` is unique per request and member
@@ -193,6 +211,10 @@ pub struct NodeConfig {
     /// Entries kept behind a snapshot so slightly lagging followers catch up
     /// from the log instead of a snapshot (etcd keeps 5000).
     pub snapshot_catchup_entries: u64,
+    /// A snapshot is encoded this much at a time (bytes, for the etcd state
+    /// machine: 8 KiB take some 20 to 70 microseconds), one step per
+    /// `ready()`, so requests keep flowing meanwhile.
+    pub snapshot_step_budget: usize,
     /// A request not answered within this many ticks fails with `Timeout`.
     pub request_timeout_ticks: u64,
     pub limits: Limits,
@@ -206,6 +228,7 @@ impl NodeConfig {
             raft,
             snapshot_interval_entries: 100_000,
             snapshot_catchup_entries: 5_000,
+            snapshot_step_budget: 8 * 1024,
             request_timeout_ticks: 70,
             limits: Limits::default(),
             observe_applied: false,
@@ -271,6 +294,8 @@ pub struct Node<S: StateMachine> {
     last_snapshot_index: LogIndex,
     pending_local_snapshot: Option<(Snapshot, LogIndex)>,
     snapshot_in_flight: bool,
+    /// A snapshot the state machine is still encoding, of this index.
+    snapshot_job: Option<SnapshotMeta>,
     /// The hard state in the last persist that was synced.
     last_synced_hs: HardState,
     /// Entries whose payload failed to decode (skipped identically everywhere).
@@ -330,6 +355,7 @@ impl<S: StateMachine> Node<S> {
             last_snapshot_index: snap_index,
             pending_local_snapshot: None,
             snapshot_in_flight: false,
+            snapshot_job: None,
             last_synced_hs: HardState::default(),
             undecodable_entries: 0,
             fatal: None,
@@ -368,6 +394,16 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Requests accepted and not yet answered.
+    /// The applied index of the last snapshot taken or begun (or restored).
+    pub fn last_snapshot_index(&self) -> LogIndex {
+        self.last_snapshot_index
+    }
+
+    /// Whether the state machine is still encoding a snapshot.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshot_job.is_some()
+    }
+
     pub fn pending_requests(&self) -> usize {
         self.pending_writes.len()
             + self.pending_conf.len()
@@ -426,7 +462,11 @@ impl<S: StateMachine> Node<S> {
     fn restore_if_needed(&mut self) {
         if let Some(snap) = self.raft.take_snapshot_to_restore() {
             match self.sm.restore(&snap.data) {
-                Ok(()) => self.last_snapshot_index = snap.meta.index,
+                Ok(()) => {
+                    // Our own snapshot in progress was of the replaced state.
+                    self.snapshot_job = None;
+                    self.last_snapshot_index = snap.meta.index;
+                }
                 Err(e) => {
                     self.fatal = Some(format!(
                         "snapshot at index {} from the leader does not decode: {e}",
@@ -632,7 +672,9 @@ impl<S: StateMachine> Node<S> {
                 break;
             }
         }
+        self.continue_snapshot();
         self.maybe_snapshot();
+        self.raft.free_some(crate::raft::COMPACT_ENTRIES_PER_STEP);
         // Tag what is still queued before deciding the persist, so that each
         // message waits for the write that records the state it depends on.
         let tag = self.current_tag();
@@ -660,6 +702,7 @@ impl<S: StateMachine> Node<S> {
         self.raft.has_unpersisted()
             || self.raft.has_msgs()
             || self.pending_local_snapshot.is_some()
+            || self.snapshot_job.is_some()
             || !self.replies.is_empty()
             || !self.batch.is_empty()
             || !self.read_batch.is_empty()
@@ -800,7 +843,7 @@ impl<S: StateMachine> Node<S> {
         let applied = self.raft.log().applied();
         let due =
             applied.distance_from(self.last_snapshot_index) >= self.cfg.snapshot_interval_entries;
-        if !due || self.snapshot_in_flight {
+        if !due || self.snapshot_in_flight || self.snapshot_job.is_some() {
             return;
         }
         let term = self
@@ -808,18 +851,38 @@ impl<S: StateMachine> Node<S> {
             .log()
             .term(applied)
             .expect("the applied entry is in the log");
-        let snap = Snapshot {
-            meta: SnapshotMeta {
-                index: applied,
-                term,
-                conf: self.raft.conf().clone(),
-            },
-            data: self.sm.snapshot(),
+        let meta = SnapshotMeta {
+            index: applied,
+            term,
+            conf: self.raft.conf().clone(),
         };
-        let compact_to = LogIndex(applied.0.saturating_sub(self.cfg.snapshot_catchup_entries));
-        self.pending_local_snapshot = Some((snap, compact_to));
-        self.snapshot_in_flight = true;
         self.last_snapshot_index = applied;
+        match self.sm.begin_snapshot() {
+            Some(data) => self.snapshot_done(meta, data),
+            None => self.snapshot_job = Some(meta),
+        }
+    }
+
+    /// One step of a snapshot the state machine is encoding.
+    fn continue_snapshot(&mut self) {
+        if self.snapshot_job.is_none() {
+            return;
+        }
+        if let Some(data) = self.sm.snapshot_step(self.cfg.snapshot_step_budget)
+            && let Some(meta) = self.snapshot_job.take()
+        {
+            self.snapshot_done(meta, data);
+        }
+    }
+
+    fn snapshot_done(&mut self, meta: SnapshotMeta, data: Bytes) {
+        let compact_to = LogIndex(
+            meta.index
+                .0
+                .saturating_sub(self.cfg.snapshot_catchup_entries),
+        );
+        self.pending_local_snapshot = Some((Snapshot { meta, data }, compact_to));
+        self.snapshot_in_flight = true;
     }
 
     fn take_persist(&mut self) -> Option<Persist> {

@@ -324,6 +324,51 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../proptest-regressions/mvcc.txt")))),
+        ..ProptestConfig::default()
+    })]
+
+    /// A snapshot encoded step by step while requests (compactions, leases,
+    /// txns) keep being applied is the snapshot of the state at its start,
+    /// and the machine answers exactly as one that took no snapshot.
+    #[test]
+    fn a_snapshot_in_steps_is_the_state_at_its_start(
+        before in prop::collection::vec(request(), 0..30),
+        during in prop::collection::vec((request(), 0usize..40), 0..40),
+    ) {
+        let mut real = EtcdState::new(EtcdConfig::new(100, 10));
+        let mut index = 0u64;
+        let ok = |r: &Request| validate(r, &ApiLimits::default()).is_ok();
+        for req in before.iter().filter(|r| ok(r)) {
+            index += 1;
+            real.apply(LogIndex(index), req);
+        }
+        let want = real.snapshot();
+        let mut plain = real.clone();
+        prop_assert!(real.begin_snapshot().is_none());
+        let mut got = None;
+        for (req, budget) in during.iter().filter(|(r, _)| ok(r)) {
+            index += 1;
+            let a = real.apply(LogIndex(index), req);
+            let b = plain.apply(LogIndex(index), req);
+            prop_assert_eq!(a, b, "{:?}", req);
+            if got.is_none() {
+                got = real.snapshot_step(*budget);
+            }
+        }
+        while got.is_none() {
+            got = real.snapshot_step(1);
+        }
+        prop_assert_eq!(got, Some(want));
+        prop_assert_eq!(real.snapshot(), plain.snapshot());
+    }
+}
+
 #[test]
 fn decoders_never_panic_on_garbage() {
     let mut runner = proptest::test_runner::TestRunner::default();

@@ -71,6 +71,9 @@ pub struct SimOptions {
     pub snapshot_catchup_entries: u64,
     pub max_inflight_msgs: u32,
     pub max_msg_bytes: u64,
+    /// Bytes encoded per step of a snapshot: small (a key or a few), so
+    /// snapshots interleave with writes, compactions and restores.
+    pub snapshot_step_budget: usize,
 }
 
 impl SimOptions {
@@ -125,6 +128,7 @@ impl SimOptions {
             snapshot_catchup_entries: r.range(0, 20),
             max_inflight_msgs: r.range(1, 64) as u32,
             max_msg_bytes: r.range(200, 64 * 1024),
+            snapshot_step_budget: r.range(1, 64) as usize,
         }
     }
 }
@@ -136,7 +140,7 @@ impl fmt::Display for SimOptions {
             "seed={} nodes={} clients={} keys={} faults={}s tick={}ms delay={}..{}us loss={}‰ dup={}‰ \
              fsync={}..{}us drift=±{}% nemesis_every~{}ms partitions={} crashes={} pauses={} \
              client_cuts={} membership={} transfers={} weather={} disk_stalls={} disk_faults={} snapshot_every={} catchup={} \
-             inflight={} msg_bytes={}",
+             inflight={} msg_bytes={} snapshot_step={}",
             self.seed,
             self.nodes,
             self.clients,
@@ -164,6 +168,7 @@ impl fmt::Display for SimOptions {
             self.snapshot_catchup_entries,
             self.max_inflight_msgs,
             self.max_msg_bytes,
+            self.snapshot_step_budget,
         )
     }
 }

@@ -511,6 +511,7 @@ impl World {
         let mut cfg = etcd_core::NodeConfig::new(raft);
         cfg.snapshot_interval_entries = self.opts.snapshot_interval_entries;
         cfg.snapshot_catchup_entries = self.opts.snapshot_catchup_entries;
+        cfg.snapshot_step_budget = self.opts.snapshot_step_budget;
         cfg.request_timeout_ticks = 40;
         cfg.observe_applied = true;
         cfg

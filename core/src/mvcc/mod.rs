@@ -5,5 +5,5 @@ mod record;
 pub mod store;
 pub mod types;
 
-pub use store::{MvccStore, Write};
+pub use store::{EncodeJob, MvccStore, Write};
 pub use types::*;

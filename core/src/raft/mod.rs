@@ -217,6 +217,9 @@ pub struct Amnesia {
     pub target: Option<(Term, LogIndex)>,
 }
 
+/// Compacted entries freed per step (`Raft::free_some`).
+pub const COMPACT_ENTRIES_PER_STEP: usize = 4096;
+
 /// Bound on read-index rounds a leader tracks at once; older rounds are dropped
 /// (their readers time out and retry).
 pub const MAX_PENDING_READ_ROUNDS: usize = 4096;
@@ -246,6 +249,8 @@ pub struct Raft {
     pending_read_requests: Vec<(NodeId, ReadCtx)>,
     /// The latest snapshot, sent to followers that are too far behind.
     snapshot: Option<Snapshot>,
+    /// Entries compacted away, freed a step at a time (`free_some`).
+    garbage: Vec<Entry>,
     /// A snapshot received from the leader that the driver has not yet been given.
     pending_snapshot: Option<Snapshot>,
     /// The same snapshot, until the node has restored its state machine from it.
@@ -318,6 +323,7 @@ impl Raft {
             read_only: ReadOnly::default(),
             pending_read_requests: Vec::new(),
             snapshot: rec.snapshot,
+            garbage: Vec::new(),
             pending_snapshot: None,
             snapshot_to_restore: None,
             msgs: Vec::new(),
@@ -668,7 +674,24 @@ impl Raft {
         }
         self.snapshot = Some(snap);
         let to = compact_to.min(self.log.applied).min(self.log.persisted);
-        self.log.compact(to);
+        let gone = self.log.compact(to);
+        if self.garbage.is_empty() {
+            self.garbage = gone;
+        } else {
+            self.garbage.extend(gone);
+        }
+        self.free_some(COMPACT_ENTRIES_PER_STEP);
+    }
+
+    /// Frees up to `max` more compacted entries. A snapshot may cover a
+    /// hundred thousand entries; freeing them all at once would stall the
+    /// member, so the node calls this on every `ready()`.
+    pub(crate) fn free_some(&mut self, max: usize) {
+        let keep = self.garbage.len().saturating_sub(max);
+        self.garbage.truncate(keep);
+        if keep == 0 {
+            self.garbage = Vec::new();
+        }
     }
 
     /// Applies a committed membership change. Deterministic: it depends only on
