@@ -392,25 +392,49 @@ pub mod snapfile {
     const MAGIC: &[u8; 8] = b"ETCDRSN1";
 
     pub fn encode(s: &Snapshot) -> Bytes {
-        let mut buf = BytesMut::with_capacity(s.data.len() + 128);
-        buf.put_slice(MAGIC);
-        buf.put_u64_le(s.meta.index.0);
-        buf.put_u64_le(s.meta.term.0);
-        for set in [&s.meta.conf.voters, &s.meta.conf.learners] {
-            codec::put_uvarint(&mut buf, set.len() as u64);
-            for id in set {
-                buf.put_u64_le(id.0);
-            }
-        }
-        codec::put_bytes(&mut buf, &s.data);
-        let crc = crc32fast::hash(&buf);
+        let (head, crc) = encode_parts(s);
+        let mut buf = BytesMut::with_capacity(head.len() + s.data.len() + 4);
+        buf.put_slice(&head);
+        buf.put_slice(&s.data);
         buf.put_u32_le(crc);
         buf.freeze()
+    }
+
+    /// The file as three pieces, so a big snapshot is written without
+    /// copying it: `head`, then `s.data`, then the crc (little-endian).
+    pub fn encode_parts(s: &Snapshot) -> (Bytes, u32) {
+        let mut head = BytesMut::with_capacity(128);
+        head.put_slice(MAGIC);
+        head.put_u64_le(s.meta.index.0);
+        head.put_u64_le(s.meta.term.0);
+        for set in [&s.meta.conf.voters, &s.meta.conf.learners] {
+            codec::put_uvarint(&mut head, set.len() as u64);
+            for id in set {
+                head.put_u64_le(id.0);
+            }
+        }
+        codec::put_uvarint(&mut head, s.data.len() as u64);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&s.data);
+        (head.freeze(), crc.finalize())
     }
 
     /// Decodes and checks a snapshot file; never panics, allocates only what
     /// the input justifies.
     pub fn decode(b: &[u8]) -> Result<Snapshot, DecodeError> {
+        decode_with(b, Bytes::copy_from_slice)
+    }
+
+    /// As `decode`, but the snapshot's data is a slice of `b` (no copy).
+    pub fn decode_owned(b: &Bytes) -> Result<Snapshot, DecodeError> {
+        decode_with(b, |data| b.slice_ref(data))
+    }
+
+    fn decode_with(
+        b: &[u8],
+        data_of: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<Snapshot, DecodeError> {
         if b.len() < MAGIC.len() + 4 {
             return Err(DecodeError::Truncated);
         }
@@ -432,7 +456,7 @@ pub mod snapfile {
                 set.insert(NodeId(r.u64_le()?));
             }
         }
-        let data = Bytes::copy_from_slice(r.bytes()?);
+        let data = data_of(r.bytes()?);
         r.finish()?;
         Ok(Snapshot {
             meta: SnapshotMeta { index, term, conf },

@@ -13,6 +13,13 @@
 //! from corruption. Segments are preallocated with `fallocate`, so writing
 //! through the map can never find the disk full (which would be SIGBUS);
 //! a full disk shows when the next segment is allocated, as an error.
+//!
+//! Snapshots: one from the leader is written before `write` returns (it
+//! replaces the log). Our own (`local_snapshot`) is written by a background
+//! thread, so a big one never holds up the batches behind it; its marker goes
+//! into the WAL, and older segments are released, only once the file is
+//! durable. Until then a restart recovers the previous snapshot and the log
+//! after it, which is the same state.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,11 +27,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use memmap2::MmapMut;
 
 use etcd_core::node::Persist;
-use etcd_core::raft::{Recovered, Snapshot};
+use etcd_core::raft::{HardState, Recovered, Snapshot};
 use etcd_core::storage::Storage;
 use etcd_core::wal::{self, SegmentEnd, WalRecord, WalReplay, snapfile};
 use etcd_core::{LogIndex, NodeId, Term};
@@ -137,9 +144,49 @@ pub struct Wal {
     active: Active,
     /// Records written since the last sync.
     pending: Vec<WalRecord>,
+    /// The last hard state and snapshot marker written: every new segment
+    /// starts with them, so releasing older segments never loses them.
+    hard_state: HardState,
+    marker: Option<(LogIndex, Term)>,
     /// Held for the life of the WAL: the directory lock.
     _lock: File,
     snapshots_kept: Vec<(Term, LogIndex)>,
+    /// Our own snapshot being written in the background.
+    snap_writer: Option<SnapWriter>,
+    /// Why the last background snapshot write failed, until taken.
+    snapshot_error: Option<WalError>,
+    /// Deleting released segments and old snapshots (unlinking big files
+    /// takes milliseconds; the next batch should not wait for it).
+    janitor: Option<std::thread::JoinHandle<()>>,
+}
+
+struct SnapWriter {
+    term: Term,
+    index: LogIndex,
+    thread: std::thread::JoinHandle<Result<(), WalError>>,
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Never leave a thread behind in a directory we no longer lock.
+        if let Some(w) = self.snap_writer.take() {
+            let _ = w.thread.join();
+        }
+        if let Some(j) = self.janitor.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `nice` is per thread),
+/// so background work yields to the thread serving requests.
+fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its
+    // arguments. Failure just leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
 }
 
 fn mkdir_0700(p: &Path) -> Result<(), WalError> {
@@ -344,8 +391,8 @@ impl Wal {
         let mut snapshot: Option<Snapshot> = None;
         if let Some((idx, term)) = replay.snapshot {
             let path = snap_path(&snap_dir, term, idx);
-            let bytes = fs::read(&path).map_err(io_err(&path, "read snapshot"))?;
-            let s = snapfile::decode(&bytes).map_err(|e| WalError::Corrupt {
+            let bytes = Bytes::from(fs::read(&path).map_err(io_err(&path, "read snapshot"))?);
+            let s = snapfile::decode_owned(&bytes).map_err(|e| WalError::Corrupt {
                 path: path.clone(),
                 offset: 0,
                 reason: e.to_string(),
@@ -392,8 +439,13 @@ impl Wal {
                 last_index,
             },
             pending: Vec::new(),
+            hard_state: replay.hard_state,
+            marker: replay.snapshot,
             _lock: lock,
             snapshots_kept: snaps,
+            snap_writer: None,
+            snapshot_error: None,
+            janitor: None,
         };
         if len == 0 {
             w.pending.push(WalRecord::Meta { member, cluster_id });
@@ -416,32 +468,52 @@ impl Wal {
         ))
     }
 
-    /// Writes a snapshot file durably (temporary name, fsync, rename, fsync
-    /// the directory) and drops the oldest beyond `max_snapshots`.
-    fn save_snapshot(&mut self, s: &Snapshot) -> Result<(), WalError> {
-        let path = snap_path(&self.snap_dir, s.meta.term, s.meta.index);
-        let tmp = path.with_extension("snap.tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp, "create snapshot"))?;
-        f.write_all(&snapfile::encode(s))
-            .map_err(io_err(&tmp, "write snapshot"))?;
-        f.sync_all().map_err(io_err(&tmp, "sync snapshot"))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path, "rename snapshot"))?;
-        sync_dir(&self.snap_dir)?;
-        self.snapshots_kept.push((s.meta.term, s.meta.index));
+    /// Notes a durable snapshot file (pruned once its marker is durable).
+    fn snapshot_saved(&mut self, term: Term, index: LogIndex) {
+        self.snapshots_kept.push((term, index));
         self.snapshots_kept.sort_by_key(|(t, i)| (*i, *t));
+    }
+
+    /// Drops the oldest snapshot files beyond `max_snapshots`. Only after a
+    /// newer marker is durable: until then recovery may need the old file.
+    fn prune_snapshots(&mut self) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
         while self.snapshots_kept.len() > self.opts.max_snapshots.max(1) {
             let (t, i) = self.snapshots_kept.remove(0);
-            let old = snap_path(&self.snap_dir, t, i);
-            // Losing an old snapshot file is harmless; keep going if it is gone.
-            let _ = fs::remove_file(&old);
+            gone.push(snap_path(&self.snap_dir, t, i));
         }
-        Ok(())
+        gone
+    }
+
+    /// Deletes files in the background (one batch at a time). Losing an old
+    /// snapshot or segment is harmless, so failures are ignored: a file left
+    /// behind only costs disk (recovery skips what a newer snapshot covers).
+    fn remove_later(&mut self, paths: Vec<PathBuf>) {
+        if paths.is_empty() {
+            return;
+        }
+        if let Some(j) = self.janitor.take() {
+            let _ = j.join();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("wal-janitor".into())
+            .spawn({
+                let paths = paths.clone();
+                move || {
+                    lower_thread_priority();
+                    for p in paths {
+                        let _ = fs::remove_file(&p);
+                    }
+                }
+            });
+        match spawned {
+            Ok(j) => self.janitor = Some(j),
+            Err(_) => {
+                for p in paths {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
     }
 
     /// Starts a new segment when the current one cannot take `need` more bytes.
@@ -466,16 +538,20 @@ impl Wal {
             path: old.path,
             last_index: old.last_index,
         });
-        // Every segment starts by naming its owner.
-        let meta = wal::encode_batch(
-            &[WalRecord::Meta {
+        // Every segment starts by naming its owner, then repeats the state
+        // that older segments, once released, no longer hold.
+        let mut head = vec![
+            WalRecord::Meta {
                 member: self.member,
                 cluster_id: self.cluster_id,
-            }],
-            seq,
-            0,
-        );
-        self.put(&meta)
+            },
+            WalRecord::HardState(self.hard_state),
+        ];
+        if let Some((index, term)) = self.marker {
+            head.push(WalRecord::Snapshot { index, term });
+        }
+        let head = wal::encode_batch(&head, seq, 0);
+        self.put(&head)
     }
 
     fn put(&mut self, bytes: &BytesMut) -> Result<(), WalError> {
@@ -489,26 +565,110 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes closed segments that hold only entries covered by the oldest
-    /// snapshot still kept.
-    fn release(&mut self) {
-        let Some(&(_, oldest)) = self.snapshots_kept.first() else {
-            return;
+    /// Closed segments that hold only entries covered by the newest snapshot
+    /// (recovery starts from it; the older snapshot files kept are for the
+    /// operator). Their hard state and marker live on in every later
+    /// segment's head.
+    fn release(&mut self) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
+        let Some((newest, _)) = self.marker else {
+            return gone;
         };
         while self
             .closed
             .first()
-            .is_some_and(|s| s.last_index <= oldest.0 && s.last_index != 0)
+            .is_some_and(|s| s.last_index <= newest.0 && s.last_index != 0)
         {
-            let s = self.closed.remove(0);
-            // An undeleted old segment only costs disk; recovery skips its content.
-            let _ = fs::remove_file(&s.path);
+            gone.push(self.closed.remove(0).path);
         }
+        gone
     }
 
     pub fn segments(&self) -> usize {
         self.closed.len() + 1
     }
+
+    /// Collects the background snapshot writer if it is done (or, with
+    /// `wait`, once it is): a durable file gets its WAL marker with the next
+    /// batch. A failed write is kept for `take_snapshot_error`; it loses
+    /// nothing, as the segments it would have released stay.
+    fn collect_snapshot(&mut self, wait: bool) {
+        if !wait
+            && self
+                .snap_writer
+                .as_ref()
+                .is_some_and(|w| !w.thread.is_finished())
+        {
+            return;
+        }
+        let Some(w) = self.snap_writer.take() else {
+            return;
+        };
+        let result = w.thread.join().unwrap_or_else(|_| {
+            Err(WalError::Io {
+                path: self.snap_dir.clone(),
+                op: "write snapshot",
+                err: io::Error::other("the snapshot writer panicked"),
+            })
+        });
+        match result {
+            Ok(()) => {
+                self.pending.push(WalRecord::Snapshot {
+                    index: w.index,
+                    term: w.term,
+                });
+                self.snapshot_saved(w.term, w.index);
+            }
+            Err(e) => self.snapshot_error = Some(e),
+        }
+    }
+
+    /// Why the last background snapshot write failed, if it did (the next
+    /// snapshot tries again; nothing durable was lost).
+    pub fn take_snapshot_error(&mut self) -> Option<WalError> {
+        self.snapshot_error.take()
+    }
+
+    /// Whether a snapshot is still being written in the background.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snap_writer.is_some()
+    }
+}
+
+/// Bytes of a snapshot file written between two flushes.
+const SNAPSHOT_FLUSH_BYTES: usize = 256 << 10;
+
+/// Writes a snapshot file durably: a temporary name, fsync, rename, fsync of
+/// the directory. A failure leaves no file under the final name.
+fn write_snapshot_file(snap_dir: &Path, s: &Snapshot) -> Result<(), WalError> {
+    let path = snap_path(snap_dir, s.meta.term, s.meta.index);
+    let tmp = path.with_extension("snap.tmp");
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp, "create snapshot"))?;
+        let (head, crc) = snapfile::encode_parts(s);
+        f.write_all(&head).map_err(io_err(&tmp, "write snapshot"))?;
+        // In slices, each flushed before the next: one flush of hundreds of
+        // megabytes would hold up the WAL's next fdatasync behind it.
+        for chunk in s.data.chunks(SNAPSHOT_FLUSH_BYTES) {
+            f.write_all(chunk).map_err(io_err(&tmp, "write snapshot"))?;
+            f.sync_data().map_err(io_err(&tmp, "sync snapshot"))?;
+        }
+        f.write_all(&crc.to_le_bytes())
+            .map_err(io_err(&tmp, "write snapshot"))?;
+        f.sync_all().map_err(io_err(&tmp, "sync snapshot"))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path, "rename snapshot"))?;
+        sync_dir(snap_dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 impl Storage for Wal {
@@ -517,16 +677,57 @@ impl Storage for Wal {
     fn write(&mut self, p: &Persist) -> Result<(), WalError> {
         // Snapshot files go to disk before the WAL says they exist.
         if let Some(s) = &p.snapshot {
-            self.save_snapshot(s)?;
+            write_snapshot_file(&self.snap_dir, s)?;
+            self.snapshot_saved(s.meta.term, s.meta.index);
         }
+        let mut records = wal::records_of(p);
         if let Some((s, _)) = &p.local_snapshot {
-            self.save_snapshot(s)?;
+            // One writer at a time (a new snapshot is due only thousands of
+            // entries later, so this rarely waits).
+            self.collect_snapshot(true);
+            let (term, index) = (s.meta.term, s.meta.index);
+            let from_leader = p
+                .snapshot
+                .as_ref()
+                .is_some_and(|l| (l.meta.term, l.meta.index) == (term, index));
+            if !from_leader {
+                // Its marker waits for the file (`collect_snapshot`).
+                let mut dropped = false;
+                records.retain(|r| {
+                    let ours = !dropped
+                        && matches!(r, WalRecord::Snapshot { index: i, term: t } if (*t, *i) == (term, index));
+                    dropped |= ours;
+                    !ours
+                });
+                let (dir, snap) = (self.snap_dir.clone(), s.clone());
+                let thread = std::thread::Builder::new()
+                    .name("snapshot-writer".into())
+                    .spawn(move || {
+                        lower_thread_priority();
+                        write_snapshot_file(&dir, &snap)
+                    })
+                    .map_err(io_err(&self.snap_dir, "start the snapshot writer"))?;
+                self.snap_writer = Some(SnapWriter {
+                    term,
+                    index,
+                    thread,
+                });
+            }
         }
-        self.pending.extend(wal::records_of(p));
+        self.pending.extend(records);
         Ok(())
     }
 
+    fn flush_snapshots(&mut self) -> Result<(), WalError> {
+        self.collect_snapshot(true);
+        if let Some(e) = self.snapshot_error.take() {
+            return Err(e);
+        }
+        self.sync()
+    }
+
     fn sync(&mut self) -> Result<(), WalError> {
+        self.collect_snapshot(false);
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -549,11 +750,23 @@ impl Storage for Wal {
             self.active.last_index = last;
         }
         self.put(&bytes)?;
-        if records
-            .iter()
-            .any(|r| matches!(r, WalRecord::Snapshot { .. }))
-        {
-            self.release();
+        let mut marked = false;
+        for r in &records {
+            match r {
+                WalRecord::HardState(hs) => self.hard_state = *hs,
+                WalRecord::Snapshot { index, term }
+                    if self.marker.is_none_or(|(i, _)| i < *index) =>
+                {
+                    self.marker = Some((*index, *term));
+                    marked = true;
+                }
+                _ => {}
+            }
+        }
+        if marked {
+            let mut gone = self.prune_snapshots();
+            gone.extend(self.release());
+            self.remove_later(gone);
         }
         Ok(())
     }

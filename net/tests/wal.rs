@@ -309,3 +309,86 @@ fn survives_sigkill_at_random_moments() {
     );
     assert!(durable > 1000, "the child made progress ({durable})");
 }
+
+/// Segments covered by the newest snapshot are deleted; the hard state and
+/// the snapshot marker they held must survive in the segments after them,
+/// even when nothing rewrote them since.
+#[test]
+fn releasing_segments_keeps_the_hard_state_and_the_snapshot() {
+    use etcd_core::raft::{ConfState, Snapshot, SnapshotMeta};
+    let d = TempDir::new("release");
+    let (mut w, _) = Wal::open(&d.0, NodeId(1), 9, opts(8 * 1024)).unwrap();
+    let hs = HardState {
+        term: Term(7),
+        vote: NodeId(3),
+        commit: LogIndex(1),
+    };
+    let ent = |i: u64| Entry {
+        term: Term(7),
+        index: LogIndex(i),
+        kind: EntryKind::Normal,
+        data: Bytes::from(vec![i as u8; 300]),
+    };
+    w.write(&Persist {
+        number: 1,
+        hard_state: Some(hs),
+        entries: vec![ent(1)],
+        must_sync: true,
+        ..Persist::default()
+    })
+    .unwrap();
+    w.sync().unwrap();
+    // Many segments of entries that change no hard state.
+    for i in 2..=400u64 {
+        w.write(&Persist {
+            number: i,
+            entries: vec![ent(i)],
+            must_sync: true,
+            ..Persist::default()
+        })
+        .unwrap();
+        w.sync().unwrap();
+    }
+    let before = w.segments();
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            index: LogIndex(390),
+            term: Term(7),
+            conf: ConfState::default(),
+        },
+        data: Bytes::from_static(b"state at 390"),
+    };
+    w.write(&Persist {
+        number: 401,
+        local_snapshot: Some((snap, LogIndex(390))),
+        must_sync: true,
+        ..Persist::default()
+    })
+    .unwrap();
+    w.flush_snapshots().unwrap();
+    // Roll over into new segments, so the marker's segment closes too.
+    for i in 401..=500u64 {
+        w.write(&Persist {
+            number: i + 1,
+            entries: vec![ent(i)],
+            must_sync: true,
+            ..Persist::default()
+        })
+        .unwrap();
+        w.sync().unwrap();
+    }
+    drop(w);
+    let (w, rec) = Wal::open(&d.0, NodeId(1), 9, opts(8 * 1024)).unwrap();
+    assert!(
+        w.segments() < before,
+        "segments covered by the snapshot were released ({} of {before} left)",
+        w.segments()
+    );
+    assert_eq!(rec.hard_state, hs, "the hard state survives its segment");
+    assert_eq!(
+        rec.snapshot.as_ref().map(|s| s.meta.index),
+        Some(LogIndex(390))
+    );
+    let got: Vec<u64> = rec.entries.iter().map(|e| e.index.0).collect();
+    assert_eq!(got, (391..=500).collect::<Vec<_>>());
+}
