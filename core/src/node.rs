@@ -121,6 +121,13 @@ pub enum Input<Req> {
     TransferLeader(NodeId),
     /// Persist number `n` (and every earlier one) is durable.
     Persisted(u64),
+    /// The driver could not make a persist durable (the disk is full, or
+    /// failing) and will retry it. Until `StorageRecovered`, new writes are
+    /// refused at once with an error; nothing written is acknowledged
+    /// before it is durable, as always.
+    StorageFailed { no_space: bool },
+    /// Writes reach the disk again.
+    StorageRecovered,
 }
 
 /// Why a request failed. Texts are etcd's where etcd has the same error.
@@ -135,6 +142,10 @@ pub enum NodeError {
     Timeout,
     /// Refused by Raft (transfer in progress, membership change pending or invalid).
     Rejected(ProposeError),
+    /// This member's disk is full: it takes no writes until space returns.
+    NoSpace,
+    /// This member cannot write to its disk.
+    StorageFailed,
 }
 
 impl std::fmt::Display for NodeError {
@@ -152,6 +163,11 @@ impl std::fmt::Display for NodeError {
             }
             NodeError::Rejected(ProposeError::InvalidConfChange(why)) => {
                 write!(f, "etcdserver: invalid membership change: {why}")
+            }
+            // etcd's error for a member out of space (gRPC ResourceExhausted).
+            NodeError::NoSpace => write!(f, "etcdserver: mvcc: database space exceeded"),
+            NodeError::StorageFailed => {
+                write!(f, "etcdserver: this member cannot write to its disk")
             }
         }
     }
@@ -296,6 +312,8 @@ pub struct Node<S: StateMachine> {
     snapshot_in_flight: bool,
     /// A snapshot the state machine is still encoding, of this index.
     snapshot_job: Option<SnapshotMeta>,
+    /// Set while the driver cannot write to the disk.
+    storage_failure: Option<NodeError>,
     /// The hard state in the last persist that was synced.
     last_synced_hs: HardState,
     /// Entries whose payload failed to decode (skipped identically everywhere).
@@ -356,6 +374,7 @@ impl<S: StateMachine> Node<S> {
             pending_local_snapshot: None,
             snapshot_in_flight: false,
             snapshot_job: None,
+            storage_failure: None,
             last_synced_hs: HardState::default(),
             undecodable_entries: 0,
             fatal: None,
@@ -454,6 +473,14 @@ impl<S: StateMachine> Node<S> {
                 let _no_leader_means_nothing_to_do = self.raft.transfer_leader(target);
             }
             Input::Persisted(n) => self.on_persisted(n),
+            Input::StorageFailed { no_space } => {
+                self.storage_failure = Some(if no_space {
+                    NodeError::NoSpace
+                } else {
+                    NodeError::StorageFailed
+                });
+            }
+            Input::StorageRecovered => self.storage_failure = None,
         }
     }
 
@@ -477,6 +504,15 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// Answers a write with the storage error while the disk fails.
+    fn refuse_while_storage_fails(&mut self, id: ReqId) -> bool {
+        let Some(e) = &self.storage_failure else {
+            return false;
+        };
+        self.replies.push((id, Outcome::Failed(e.clone())));
+        true
+    }
+
     /// Checks the pending-request limit, answering `TooManyRequests` if full.
     fn admit(&mut self, id: ReqId) -> bool {
         if self.pending_requests() >= self.cfg.limits.max_pending_requests {
@@ -488,7 +524,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn propose(&mut self, id: ReqId, mut req: S::Request) {
-        if !self.admit(id) {
+        if !self.admit(id) || self.refuse_while_storage_fails(id) {
             return;
         }
         let seq = self.next_seq;
@@ -512,7 +548,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn propose_conf_change(&mut self, id: ReqId, mut cc: ConfChange) {
-        if !self.admit(id) {
+        if !self.admit(id) || self.refuse_while_storage_fails(id) {
             return;
         }
         let seq = self.next_seq;

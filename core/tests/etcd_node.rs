@@ -143,3 +143,42 @@ fn linearizable_range_reads_the_latest_write_through_a_follower() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_member_whose_disk_is_full_refuses_writes_until_space_returns() {
+    let mut c: Cluster<EtcdState> = Cluster::new(3);
+    let l = c.elect_any();
+    c.step(l, Input::StorageFailed { no_space: true });
+    let last = c.node(l).raft().log().last_index();
+    let rid = c.propose(l, put("full", 0));
+    c.process(l);
+    let refused = c.take_reply(rid);
+    assert_eq!(
+        refused,
+        Some(Outcome::Failed(etcd_core::NodeError::NoSpace)),
+        "refused at once"
+    );
+    assert_eq!(
+        etcd_core::NodeError::NoSpace.to_string(),
+        "etcdserver: mvcc: database space exceeded"
+    );
+    assert_eq!(
+        c.node(l).raft().log().last_index(),
+        last,
+        "nothing proposed"
+    );
+    // Reads still work.
+    let rid = c.read(
+        l,
+        Request::Range(RangeRequest {
+            key: Bytes::from_static(b"full"),
+            ..RangeRequest::default()
+        }),
+    );
+    c.run_ticks(2);
+    assert!(matches!(answer(&mut c, rid), Response::Range(_)));
+    c.step(l, Input::StorageRecovered);
+    let rid = c.propose(l, put("full", 0));
+    c.run_ticks(2);
+    assert!(matches!(answer(&mut c, rid), Response::Put(_)));
+}
