@@ -392,3 +392,111 @@ fn releasing_segments_keeps_the_hard_state_and_the_snapshot() {
     let got: Vec<u64> = rec.entries.iter().map(|e| e.index.0).collect();
     assert_eq!(got, (391..=500).collect::<Vec<_>>());
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop (needs root).
+struct SmallFs(TempDir);
+
+impl SmallFs {
+    fn mount(bytes: usize) -> Option<SmallFs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let d = TempDir::new("smallfs");
+        std::fs::create_dir_all(&d.0).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(&d.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs as root failed");
+        Some(SmallFs(d))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0.0).status();
+    }
+}
+
+/// On a full disk, sync fails with a "no space" error and nothing of the
+/// batch counts as written; once space returns the same batch goes through,
+/// and a restart recovers every entry whose sync succeeded.
+#[test]
+fn a_full_disk_fails_syncs_cleanly_and_recovers_when_space_returns() {
+    let Some(fs) = SmallFs::mount(1 << 20) else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = fs.0.0.join("data");
+    let (mut w, _) = Wal::open(&dir, NodeId(1), 9, opts(128 * 1024)).unwrap();
+    // Fill what is left, leaving the current segment's preallocated room.
+    let filler = fs.0.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let ent = |i: u64| Entry {
+        term: Term(1),
+        index: LogIndex(i),
+        kind: EntryKind::Normal,
+        data: Bytes::from(vec![i as u8; 2000]),
+    };
+    let mut acked = 0u64;
+    let mut next = 1u64;
+    let failed_at = loop {
+        assert!(next < 1000, "the disk never filled up");
+        w.write(&Persist {
+            number: next,
+            hard_state: Some(HardState {
+                term: Term(1),
+                vote: NodeId(1),
+                commit: LogIndex(next),
+            }),
+            entries: vec![ent(next)],
+            must_sync: true,
+            ..Persist::default()
+        })
+        .unwrap();
+        match w.sync() {
+            Ok(()) => acked = next,
+            Err(e) => {
+                assert!(e.is_no_space(), "a full disk says so: {e}");
+                break next;
+            }
+        }
+        next += 1;
+    };
+    // Still full: the retry fails the same way, and writes nothing.
+    let e = w.sync().expect_err("still no space");
+    assert!(e.is_no_space(), "{e}");
+    std::fs::remove_file(&filler).unwrap();
+    w.sync().expect("space is back: the batch goes through");
+    acked = acked.max(failed_at);
+    for i in failed_at + 1..failed_at + 20 {
+        w.write(&Persist {
+            number: i,
+            entries: vec![ent(i)],
+            hard_state: Some(HardState {
+                term: Term(1),
+                vote: NodeId(1),
+                commit: LogIndex(i),
+            }),
+            must_sync: true,
+            ..Persist::default()
+        })
+        .unwrap();
+        w.sync().unwrap();
+        acked = i;
+    }
+    drop(w);
+    let (_, rec) = Wal::open(&dir, NodeId(1), 9, opts(128 * 1024)).unwrap();
+    let got: Vec<u64> = rec.entries.iter().map(|e| e.index.0).collect();
+    assert_eq!(got, (1..=acked).collect::<Vec<_>>());
+    assert_eq!(rec.hard_state.commit, LogIndex(acked));
+}

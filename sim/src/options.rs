@@ -74,6 +74,8 @@ pub struct SimOptions {
     /// Bytes encoded per step of a snapshot: small (a key or a few), so
     /// snapshots interleave with writes, compactions and restores.
     pub snapshot_step_budget: usize,
+    /// A member's disk fills up for a while: its writes fail and are retried.
+    pub disk_full: bool,
 }
 
 impl SimOptions {
@@ -129,6 +131,7 @@ impl SimOptions {
             max_inflight_msgs: r.range(1, 64) as u32,
             max_msg_bytes: r.range(200, 64 * 1024),
             snapshot_step_budget: r.range(1, 64) as usize,
+            disk_full: !calm && r.chance(300),
         }
     }
 }
@@ -140,7 +143,7 @@ impl fmt::Display for SimOptions {
             "seed={} nodes={} clients={} keys={} faults={}s tick={}ms delay={}..{}us loss={}‰ dup={}‰ \
              fsync={}..{}us drift=±{}% nemesis_every~{}ms partitions={} crashes={} pauses={} \
              client_cuts={} membership={} transfers={} weather={} disk_stalls={} disk_faults={} snapshot_every={} catchup={} \
-             inflight={} msg_bytes={} snapshot_step={}",
+             inflight={} msg_bytes={} snapshot_step={} disk_full={}",
             self.seed,
             self.nodes,
             self.clients,
@@ -169,6 +172,7 @@ impl fmt::Display for SimOptions {
             self.max_inflight_msgs,
             self.max_msg_bytes,
             self.snapshot_step_budget,
+            self.disk_full,
         )
     }
 }

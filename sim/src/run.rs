@@ -361,6 +361,7 @@ fn add_member(sim: &Sim, handle: &madsim::runtime::Handle, id: NodeId, founding:
                 founding,
                 tick_permille,
                 disk_stalled_until_ns: 0,
+                disk_full_until_ns: 0,
                 amnesiac: false,
                 held_before_loss: None,
                 summary: Summary::default(),
@@ -442,6 +443,10 @@ impl Nemesis {
             8 if opts.partitions => self.isolate(sim, handle),
             9 if opts.disk_stalls => self.stall_disk(sim),
             _ => {}
+        }
+        // Drawn apart, so seeds without full disks replay as before.
+        if opts.disk_full && sim.lock().rng.chance(120) {
+            self.fill_disk(sim);
         }
     }
 
@@ -677,6 +682,22 @@ impl Nemesis {
         }
     }
 
+    /// A member's disk fills up for a while: its syncs fail with "no space"
+    /// and are retried; it must refuse new writes and acknowledge nothing it
+    /// has not made durable.
+    fn fill_disk(&mut self, sim: &Sim) {
+        let up = Self::servers(sim, Some(NodeState::Up));
+        let Some(id) = Self::pick_leader_often(sim, &up) else {
+            return;
+        };
+        let mut w = sim.lock();
+        let until = w.now_ns() + w.rng.range(100, 3_000) * 1_000_000;
+        w.stats.disk_fulls += 1;
+        if let Some(s) = w.nodes.get_mut(&id) {
+            s.disk_full_until_ns = until;
+        }
+    }
+
     fn weather(&mut self, sim: &Sim, _: &madsim::runtime::Handle) {
         let d = {
             let mut w = sim.lock();
@@ -860,6 +881,7 @@ fn heal(sim: &Sim, handle: &madsim::runtime::Handle, nemesis: &mut Nemesis) {
         w.cut.clear();
         for s in w.nodes.values_mut() {
             s.disk_stalled_until_ns = 0;
+            s.disk_full_until_ns = 0;
         }
         w.loss_permille = 0;
         w.dup_permille = 0;

@@ -16,6 +16,9 @@ use crate::world::{ClientReq, DiskError, Event, NodeState, Sim};
 /// through `has_ready` whether more remains, and it is picked up next time.
 const MAX_READY_ROUNDS: usize = 8;
 
+/// How long a member waits before retrying a write that found the disk full.
+const DISK_RETRY: Duration = Duration::from_millis(20);
+
 pub async fn server_main(sim: Sim, id: NodeId) {
     let (tx, mut rx) = mpsc::unbounded::<Event>();
     let (disk_kick, mut disk_rx) = mpsc::unbounded::<()>();
@@ -85,9 +88,11 @@ pub async fn server_main(sim: Sim, id: NodeId) {
     let disk_sim = sim.clone();
     let disk_tx = tx.clone();
     madsim::task::spawn(async move {
+        // Whether the member was told its writes fail (and must hear they work).
+        let mut failing = false;
         while disk_rx.next().await.is_some() {
             while disk_rx.try_recv().is_ok() {}
-            let (started, latency, stalled_for) = {
+            let (started, latency, stalled_for, full) = {
                 let mut w = disk_sim.lock();
                 let (lo, hi) = fsync;
                 use crate::options::Draw;
@@ -95,8 +100,31 @@ pub async fn server_main(sim: Sim, id: NodeId) {
                 let now = w.now_ns();
                 let slot = w.nodes.get_mut(&id).expect("slot exists");
                 let stalled = slot.disk_stalled_until_ns.saturating_sub(now);
-                (slot.disk.start_sync(), latency, stalled)
+                if slot.disk_full_until_ns > now && slot.disk.has_queued() {
+                    // No space: nothing of the batch is written (segments are
+                    // preallocated, so a full disk fails a write whole).
+                    w.stats.writes_failed_for_space += 1;
+                    (false, latency, stalled, true)
+                } else {
+                    (slot.disk.start_sync(), latency, stalled, false)
+                }
             };
+            if full {
+                if !failing {
+                    failing = true;
+                    let failed = Input::StorageFailed { no_space: true };
+                    if disk_tx.unbounded_send(Event::Admin(failed)).is_err() {
+                        break;
+                    }
+                }
+                // Try again a little later.
+                madsim::time::sleep(DISK_RETRY).await;
+                let w = disk_sim.lock();
+                if let Some(k) = w.nodes.get(&id).and_then(|s| s.disk_kick.as_ref()) {
+                    let _ = k.unbounded_send(());
+                }
+                continue;
+            }
             if !started {
                 continue;
             }
@@ -106,6 +134,15 @@ pub async fn server_main(sim: Sim, id: NodeId) {
                 let slot = w.nodes.get_mut(&id).expect("slot exists");
                 (slot.disk.finish_sync(), slot.disk.has_queued())
             };
+            if failing {
+                failing = false;
+                if disk_tx
+                    .unbounded_send(Event::Admin(Input::StorageRecovered))
+                    .is_err()
+                {
+                    break;
+                }
+            }
             if let Some(n) = synced
                 && disk_tx.unbounded_send(Event::Persisted(n)).is_err()
             {

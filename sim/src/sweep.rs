@@ -219,6 +219,11 @@ pub fn summary_table(o: &Outcome) -> String {
         ("membership changes proposed", s.membership_changes),
         ("membership changes applied", s.membership_applied),
         ("disk stalls", s.disk_stalls),
+        ("disks filled up", s.disk_fulls),
+        (
+            "syncs failed for lack of space (retried)",
+            s.writes_failed_for_space,
+        ),
         ("crashes that tore a write in flight", s.torn_writes),
         ("bit flips in durable data", s.bit_flips),
         ("disks wiped", s.disk_wipes),

@@ -301,6 +301,8 @@ pub struct Slot {
     pub tick_permille: u64,
     /// Fsyncs wait until this virtual time (a stalled disk).
     pub disk_stalled_until_ns: u64,
+    /// Writes fail with "no space" until this virtual time (a full disk).
+    pub disk_full_until_ns: u64,
     /// Lost its log (wiped or repaired): restarts guarded until caught up.
     pub amnesiac: bool,
     /// What it durably held before losing its log, while amnesiac.
@@ -326,6 +328,8 @@ pub struct Stats {
     pub membership_changes: u64,
     pub membership_applied: u64,
     pub disk_stalls: u64,
+    pub disk_fulls: u64,
+    pub writes_failed_for_space: u64,
     pub torn_writes: u64,
     pub bit_flips: u64,
     pub disk_wipes: u64,
@@ -355,6 +359,8 @@ impl Stats {
         self.membership_changes += o.membership_changes;
         self.membership_applied += o.membership_applied;
         self.disk_stalls += o.disk_stalls;
+        self.disk_fulls += o.disk_fulls;
+        self.writes_failed_for_space += o.writes_failed_for_space;
         self.torn_writes += o.torn_writes;
         self.bit_flips += o.bit_flips;
         self.disk_wipes += o.disk_wipes;
