@@ -798,6 +798,12 @@ impl Nemesis {
     /// Shuts down members whose removal has been applied, as etcd does.
     fn reap_removed(&mut self, sim: &Sim, handle: &madsim::runtime::Handle) {
         let (voters, learners) = sim.lock().membership();
+        if voters.is_empty() {
+            // No member has reported a membership yet (the very start of a
+            // run): nobody can be known to be removed. Seed 209108 once
+            // shut down every member here.
+            return;
+        }
         // Shut a removed member down only once every other member has applied
         // its removal: until then they still count it, and killing it early
         // can leave them without a quorum (etcd's operators wait the same way).

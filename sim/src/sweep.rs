@@ -12,6 +12,10 @@ use crate::world::Stats;
 /// Never delete one.
 pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (
+        209108,
+        "sim: reaping removed members before any member reported a membership shut every member down (also seed 213846)",
+    ),
+    (
         613,
         "checker: a paused term-3 candidate won late, after term 4 committed; leader completeness wrongly demanded term 4's entries",
     ),

@@ -18,6 +18,7 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 mod read_only;
+pub mod wire;
 
 use std::collections::BTreeMap;
 

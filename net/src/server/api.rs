@@ -1,0 +1,871 @@
+//! etcd's v3 gRPC services (KV, Lease, Cluster, Maintenance, Auth, Health)
+//! on top of the core thread. Each handler turns a wire request into a core
+//! request, waits for the answer, and turns it back; all the deciding is in
+//! the core.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use etcd_core::auth::{PermType, Permission};
+use etcd_core::node::Outcome;
+use etcd_core::request::{self as req, AuthRequest, AuthResponse};
+
+use super::convert::*;
+use super::core::{CoreHandle, Mode, Reply};
+use crate::pb::authpb;
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::{
+    auth_server, cluster_server, kv_server, lease_server, maintenance_server,
+};
+use crate::pb::health;
+
+/// The version this server reports (etcd's API it implements).
+pub const SERVER_VERSION: &str = "3.5.0";
+/// The cluster version it reports.
+pub const CLUSTER_VERSION: &str = "3.5.0";
+
+/// What every service shares.
+pub struct Api {
+    pub core: CoreHandle,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub max_request_bytes: usize,
+    /// The Raft term as the core last published it.
+    pub term: Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub type Shared = Arc<Api>;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl Api {
+    pub fn header(&self, revision: i64, term: u64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: term,
+        }
+    }
+
+    /// Sends a request to the core; a failure becomes etcd's status.
+    pub async fn call(&self, r: req::Request, mode: Mode) -> Result<(req::Response, u64), Status> {
+        let Reply { outcome, term } = self.core.call(r, mode).await;
+        match outcome {
+            Outcome::Done(req::Response::Error(e)) => Err(etcd_status(&e)),
+            Outcome::Done(resp) => Ok((resp, term)),
+            Outcome::Failed(e) => Err(node_status(&e)),
+            Outcome::ConfApplied(_) => Err(Status::internal("unexpected membership answer")),
+        }
+    }
+
+    /// The current revision and term, for answers that carry no revision.
+    pub async fn current(&self) -> (i64, u64) {
+        match self.core.status().await {
+            Some(s) => (s.revision, s.term),
+            None => (0, 0),
+        }
+    }
+}
+
+fn unexpected(r: &req::Response) -> Status {
+    Status::internal(format!("etcdserver: unexpected answer {r:?}"))
+}
+
+pub struct Kv(pub Shared);
+
+#[tonic::async_trait]
+impl kv_server::Kv for Kv {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = range_in(request.into_inner())?;
+        let mode = if r.serializable {
+            Mode::Serializable
+        } else {
+            Mode::Linearizable
+        };
+        match self.0.call(req::Request::Range(r), mode).await? {
+            (req::Response::Range(rr), term) => {
+                let h = self.0.header(rr.revision, term);
+                Ok(Response::new(range_out(rr, h)))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let p = put_in(request.into_inner());
+        match self.0.call(req::Request::Put(p), Mode::Write).await? {
+            (req::Response::Put(r), term) => {
+                let h = self.0.header(r.revision, term);
+                Ok(Response::new(put_out(r, h)))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let d = delete_in(request.into_inner());
+        match self
+            .0
+            .call(req::Request::DeleteRange(d), Mode::Write)
+            .await?
+        {
+            (req::Response::DeleteRange(r), term) => {
+                let h = self.0.header(r.revision, term);
+                Ok(Response::new(delete_out(r, h)))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let t = txn_in(request.into_inner())?;
+        // A read-only txn is a read: linearizable unless every range in it is
+        // serializable (etcd's `isTxnSerializable`).
+        let mode = if t.has_writes() {
+            Mode::Write
+        } else if txn_serializable(&t) {
+            Mode::Serializable
+        } else {
+            Mode::Linearizable
+        };
+        match self.0.call(req::Request::Txn(t), mode).await? {
+            (req::Response::Txn(r), term) => {
+                let h = self.0.header(r.revision, term);
+                Ok(Response::new(txn_out(r, h)))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let c = request.into_inner();
+        let r = req::Request::Compact {
+            revision: c.revision,
+            physical: c.physical,
+        };
+        match self.0.call(r, Mode::Write).await? {
+            (req::Response::Compact { revision }, term) => {
+                Ok(Response::new(pb::CompactionResponse {
+                    header: Some(self.0.header(revision, term)),
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn txn_serializable(t: &etcd_core::mvcc::types::TxnRequest) -> bool {
+    use etcd_core::mvcc::types::RequestOp;
+    t.success.iter().chain(t.failure.iter()).all(|op| match op {
+        RequestOp::Range(r) => r.serializable,
+        RequestOp::Txn(t) => txn_serializable(t),
+        _ => false,
+    })
+}
+
+pub struct Lease(pub Shared);
+
+#[tonic::async_trait]
+impl lease_server::Lease for Lease {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let g = request.into_inner();
+        let r = req::Request::LeaseGrant {
+            id: g.id,
+            ttl: g.ttl,
+        };
+        match self.0.call(r, Mode::Write).await? {
+            (req::Response::LeaseGrant { id, ttl, revision }, term) => {
+                Ok(Response::new(pb::LeaseGrantResponse {
+                    header: Some(self.0.header(revision, term)),
+                    id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let r = req::Request::LeaseRevoke {
+            id: request.into_inner().id,
+        };
+        match self.0.call(r, Mode::Write).await? {
+            (req::Response::LeaseRevoke { revision }, term) => {
+                Ok(Response::new(pb::LeaseRevokeResponse {
+                    header: Some(self.0.header(revision, term)),
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut input = request.into_inner();
+        let api = self.0.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(Ok(k)) = input.next().await {
+                let out = match api
+                    .call(req::Request::LeaseRenew { id: k.id }, Mode::Write)
+                    .await
+                {
+                    Ok((req::Response::LeaseRenew { id, ttl, revision }, term)) => {
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: Some(api.header(revision, term)),
+                            id,
+                            ttl,
+                        })
+                    }
+                    // etcd answers a keep-alive of an unknown lease with TTL 0
+                    // on the stream rather than breaking it.
+                    Err(s) if s.message() == "etcdserver: requested lease not found" => {
+                        let (rev, term) = api.current().await;
+                        Ok(pb::LeaseKeepAliveResponse {
+                            header: Some(api.header(rev, term)),
+                            id: k.id,
+                            ttl: 0,
+                        })
+                    }
+                    Err(s) => Err(s),
+                    Ok((other, _)) => Err(unexpected(&other)),
+                };
+                let stop = out.is_err();
+                if tx.send(out).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let t = request.into_inner();
+        let r = req::Request::LeaseTimeToLive {
+            id: t.id,
+            keys: t.keys,
+        };
+        match self.0.call(r, Mode::Linearizable).await? {
+            (
+                req::Response::LeaseTimeToLive {
+                    id,
+                    ttl,
+                    granted_ttl,
+                    keys,
+                    revision,
+                },
+                term,
+            ) => Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                header: Some(self.0.header(revision, term)),
+                id,
+                ttl,
+                granted_ttl,
+                keys,
+            })),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        match self
+            .0
+            .call(req::Request::LeaseLeases, Mode::Linearizable)
+            .await?
+        {
+            (req::Response::LeaseLeases { ids, revision }, term) => {
+                Ok(Response::new(pb::LeaseLeasesResponse {
+                    header: Some(self.0.header(revision, term)),
+                    leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+pub fn member_out(m: etcd_core::cluster::Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+pub struct Cluster(pub Shared);
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not supported yet (membership changes come with the cluster-operations work)"
+    ))
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for Cluster {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(not_yet("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(not_yet("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(not_yet("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let mode = if request.into_inner().linearizable {
+            Mode::Linearizable
+        } else {
+            Mode::Serializable
+        };
+        match self.0.call(req::Request::MemberList, mode).await? {
+            (
+                req::Response::MemberList {
+                    members, revision, ..
+                },
+                term,
+            ) => Ok(Response::new(pb::MemberListResponse {
+                header: Some(self.0.header(revision, term)),
+                members: members.into_iter().map(member_out).collect(),
+            })),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(not_yet("MemberPromote"))
+    }
+}
+
+pub struct Maintenance(pub Shared);
+
+#[tonic::async_trait]
+impl maintenance_server::Maintenance for Maintenance {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let _ = request.into_inner();
+        // Alarms are raised by the quota (with the space-quota work); none
+        // is ever active before then, so GET lists none and the others have
+        // nothing to change.
+        let (rev, term) = self.0.current().await;
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.0.header(rev, term)),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self
+            .0
+            .core
+            .status()
+            .await
+            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))?;
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.0.header(s.revision, s.term)),
+            version: SERVER_VERSION.into(),
+            db_size: s.db_size,
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.term,
+            raft_applied_index: s.applied_index,
+            errors: s.errors,
+            db_size_in_use: s.db_size,
+            is_learner: s.is_learner,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // Nothing to do: compaction frees memory at once and the WAL and
+        // snapshots need no defragmentation.
+        let (rev, term) = self.0.current().await;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.0.header(rev, term)),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        // etcd hashes its whole backend file; ours is the KV hash at the
+        // current revision (the same on every member at the same revision).
+        match self
+            .0
+            .call(req::Request::HashKv { revision: 0 }, Mode::Serializable)
+            .await?
+        {
+            (req::Response::HashKv { hash, revision, .. }, term) => {
+                Ok(Response::new(pb::HashResponse {
+                    header: Some(self.0.header(revision, term)),
+                    hash,
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let r = req::Request::HashKv {
+            revision: request.into_inner().revision,
+        };
+        match self.0.call(r, Mode::Serializable).await? {
+            (
+                req::Response::HashKv {
+                    hash,
+                    compact_revision,
+                    revision,
+                },
+                term,
+            ) => Ok(Response::new(pb::HashKvResponse {
+                header: Some(self.0.header(revision, term)),
+                hash,
+                compact_revision,
+            })),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    type SnapshotStream = BoxStream<pb::SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "snapshot streaming is not supported yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self
+            .0
+            .core
+            .send(super::core::CoreMsg::MoveLeader { target, reply: tx })
+        {
+            return Err(Status::unavailable("etcdserver: server stopped"));
+        }
+        match rx.await {
+            Ok(Ok(())) => {
+                let (rev, term) = self.0.current().await;
+                Ok(Response::new(pb::MoveLeaderResponse {
+                    header: Some(self.0.header(rev, term)),
+                }))
+            }
+            Ok(Err(why)) if why == "etcdserver: not leader" => {
+                Err(Status::failed_precondition(why))
+            }
+            Ok(Err(why)) => Err(Status::unavailable(why)),
+            Err(_) => Err(Status::unavailable("etcdserver: server stopped")),
+        }
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("downgrade is not supported"))
+    }
+}
+
+pub struct Auth(pub Shared);
+
+impl Auth {
+    async fn auth(&self, a: AuthRequest) -> Result<(AuthResponse, pb::ResponseHeader), Status> {
+        let mode = if a.is_read_only() {
+            Mode::Linearizable
+        } else {
+            Mode::Write
+        };
+        match self.0.call(req::Request::Auth(a), mode).await? {
+            (req::Response::Auth { resp, revision }, term) => {
+                Ok((resp, self.0.header(revision, term)))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Until password hashing comes with the security work, passwords are kept
+/// as given (the auth store never compares them yet).
+fn password_hash(p: &str) -> Bytes {
+    Bytes::copy_from_slice(p.as_bytes())
+}
+
+fn perm_in(p: authpb::Permission) -> Result<Permission, Status> {
+    let t = match p.perm_type {
+        0 => PermType::Read,
+        1 => PermType::Write,
+        2 => PermType::ReadWrite,
+        _ => {
+            return Err(Status::invalid_argument(
+                "etcdserver: invalid permission type",
+            ));
+        }
+    };
+    Ok(Permission::new(t, p.key, p.range_end))
+}
+
+fn perm_out(p: Permission) -> authpb::Permission {
+    authpb::Permission {
+        perm_type: match p.perm_type {
+            PermType::Read => 0,
+            PermType::Write => 1,
+            PermType::ReadWrite => 2,
+        },
+        key: p.key,
+        range_end: p.range_end,
+    }
+}
+
+#[tonic::async_trait]
+impl auth_server::Auth for Auth {
+    async fn auth_enable(
+        &self,
+        _r: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        let (_, h) = self.auth(AuthRequest::Enable).await?;
+        Ok(Response::new(pb::AuthEnableResponse { header: Some(h) }))
+    }
+
+    async fn auth_disable(
+        &self,
+        _r: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        let (_, h) = self.auth(AuthRequest::Disable).await?;
+        Ok(Response::new(pb::AuthDisableResponse { header: Some(h) }))
+    }
+
+    async fn auth_status(
+        &self,
+        _r: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        match self.auth(AuthRequest::Status).await? {
+            (
+                AuthResponse::Status {
+                    enabled,
+                    auth_revision,
+                },
+                h,
+            ) => Ok(Response::new(pb::AuthStatusResponse {
+                header: Some(h),
+                enabled,
+                auth_revision,
+            })),
+            (other, _) => Err(Status::internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        _r: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        Err(Status::unimplemented(
+            "authentication comes with the security work",
+        ))
+    }
+
+    async fn user_add(
+        &self,
+        r: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        let u = r.into_inner();
+        let no_password = u.options.map(|o| o.no_password).unwrap_or(false);
+        let (_, h) = self
+            .auth(AuthRequest::UserAdd {
+                name: u.name,
+                password_hash: password_hash(&u.password),
+                no_password,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthUserAddResponse { header: Some(h) }))
+    }
+
+    async fn user_get(
+        &self,
+        r: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        match self
+            .auth(AuthRequest::UserGet {
+                name: r.into_inner().name,
+            })
+            .await?
+        {
+            (AuthResponse::User { roles }, h) => Ok(Response::new(pb::AuthUserGetResponse {
+                header: Some(h),
+                roles,
+            })),
+            (other, _) => Err(Status::internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn user_list(
+        &self,
+        _r: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        match self.auth(AuthRequest::UserList).await? {
+            (AuthResponse::Users { names }, h) => Ok(Response::new(pb::AuthUserListResponse {
+                header: Some(h),
+                users: names,
+            })),
+            (other, _) => Err(Status::internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn user_delete(
+        &self,
+        r: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        let (_, h) = self
+            .auth(AuthRequest::UserDelete {
+                name: r.into_inner().name,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthUserDeleteResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn user_change_password(
+        &self,
+        r: Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        let c = r.into_inner();
+        let (_, h) = self
+            .auth(AuthRequest::UserChangePassword {
+                name: c.name,
+                password_hash: password_hash(&c.password),
+            })
+            .await?;
+        Ok(Response::new(pb::AuthUserChangePasswordResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn user_grant_role(
+        &self,
+        r: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        let g = r.into_inner();
+        let (_, h) = self
+            .auth(AuthRequest::UserGrantRole {
+                user: g.user,
+                role: g.role,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthUserGrantRoleResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn user_revoke_role(
+        &self,
+        r: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        let g = r.into_inner();
+        let (_, h) = self
+            .auth(AuthRequest::UserRevokeRole {
+                user: g.name,
+                role: g.role,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthUserRevokeRoleResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn role_add(
+        &self,
+        r: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        let (_, h) = self
+            .auth(AuthRequest::RoleAdd {
+                name: r.into_inner().name,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthRoleAddResponse { header: Some(h) }))
+    }
+
+    async fn role_get(
+        &self,
+        r: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        match self
+            .auth(AuthRequest::RoleGet {
+                name: r.into_inner().role,
+            })
+            .await?
+        {
+            (AuthResponse::Role { perms }, h) => Ok(Response::new(pb::AuthRoleGetResponse {
+                header: Some(h),
+                perm: perms.into_iter().map(perm_out).collect(),
+            })),
+            (other, _) => Err(Status::internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn role_list(
+        &self,
+        _r: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        match self.auth(AuthRequest::RoleList).await? {
+            (AuthResponse::Roles { names }, h) => Ok(Response::new(pb::AuthRoleListResponse {
+                header: Some(h),
+                roles: names,
+            })),
+            (other, _) => Err(Status::internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    async fn role_delete(
+        &self,
+        r: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        let (_, h) = self
+            .auth(AuthRequest::RoleDelete {
+                name: r.into_inner().role,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthRoleDeleteResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn role_grant_permission(
+        &self,
+        r: Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        let g = r.into_inner();
+        let perm = g
+            .perm
+            .ok_or_else(|| Status::invalid_argument("etcdserver: permission not given"))?;
+        let (_, h) = self
+            .auth(AuthRequest::RoleGrantPermission {
+                name: g.name,
+                perm: perm_in(perm)?,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
+            header: Some(h),
+        }))
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        r: Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        let g = r.into_inner();
+        let (_, h) = self
+            .auth(AuthRequest::RoleRevokePermission {
+                name: g.role,
+                key: g.key,
+                range_end: g.range_end,
+            })
+            .await?;
+        Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
+            header: Some(h),
+        }))
+    }
+}
+
+pub struct Health(pub Shared);
+
+#[tonic::async_trait]
+impl health::health_server::Health for Health {
+    async fn check(
+        &self,
+        _r: Request<health::HealthCheckRequest>,
+    ) -> Result<Response<health::HealthCheckResponse>, Status> {
+        let serving = self.0.core.status().await.is_some_and(|s| s.leader != 0);
+        Ok(Response::new(health::HealthCheckResponse {
+            status: if serving {
+                health::health_check_response::ServingStatus::Serving as i32
+            } else {
+                health::health_check_response::ServingStatus::NotServing as i32
+            },
+        }))
+    }
+
+    type WatchStream = BoxStream<health::HealthCheckResponse>;
+
+    async fn watch(
+        &self,
+        _r: Request<health::HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("health watch is not supported"))
+    }
+}

@@ -1,0 +1,606 @@
+//! The one thread that owns the member's core (`Node<EtcdState>`) and its
+//! WAL. Everything else (gRPC handlers, watch streams, the peer transport)
+//! talks to it through a channel and gets answers on one-shot channels; there
+//! is no lock around the core. The loop only moves bytes and time: ticks in,
+//! `ready()` effects out, in the order the core documents (send, persist,
+//! reply).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use etcd_core::etcd::{EtcdState, Notification};
+use etcd_core::node::{Input, Node, NodeError, Outcome, Persist};
+use etcd_core::raft::{Message, Role};
+use etcd_core::request::{Request, Response};
+use etcd_core::storage::Storage;
+use etcd_core::types::{NodeId, ReqId};
+use etcd_core::watch::{StreamId, WatchResponse};
+
+use crate::log::{self, V};
+use crate::wal::Wal;
+
+/// How a request is served.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Through the log.
+    Write,
+    /// After a confirmed read index (ReadIndex).
+    Linearizable,
+    /// From this member's state, at once.
+    Serializable,
+}
+
+/// The answer to a request, with the Raft term at the time (for headers).
+#[derive(Debug)]
+pub struct Reply {
+    pub outcome: Outcome<Response>,
+    pub term: u64,
+}
+
+/// A point-in-time view of the member for Status and headers.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub member_id: u64,
+    pub leader: u64,
+    pub term: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub db_size: i64,
+    pub is_learner: bool,
+    pub errors: Vec<String>,
+}
+
+pub enum CoreMsg {
+    Request {
+        req: Request,
+        mode: Mode,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A request nobody waits for (watch acks and closes).
+    Local(Request),
+    /// A watch stream opens: its responses go to `tx`.
+    WatchOpen {
+        stream: StreamId,
+        tx: mpsc::UnboundedSender<WatchResponse>,
+    },
+    Peer(Message),
+    Status(oneshot::Sender<Status>),
+    /// Hand leadership to `target`; answered once it leads, or with why not.
+    MoveLeader {
+        target: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Finish what is in flight, sync, and stop. Answered when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The answer to a leadership transfer.
+type MoveReply = oneshot::Sender<Result<(), String>>;
+
+/// Where the core's outgoing peer messages go.
+pub type PeerSink = Box<dyn FnMut(Vec<Message>) + Send>;
+
+/// What the loop needs besides the node.
+pub struct CoreParts {
+    pub node: Node<EtcdState>,
+    pub wal: Wal,
+    pub tick: Duration,
+    pub peers: PeerSink,
+    /// This member's name and client URLs, published through the log once
+    /// there is a leader (etcd's "published local member to cluster").
+    pub publish: Option<Request>,
+    /// This member's name, for logs.
+    pub name: String,
+    /// The current Raft term, published for response headers.
+    pub term: Arc<AtomicU64>,
+}
+
+/// After a failed sync, how long before the next try.
+const STORAGE_RETRY: Duration = Duration::from_millis(20);
+/// Ready rounds per loop turn: more waits for the next turn, so new inputs
+/// (and the tick) get in between the steps of a long snapshot encode.
+const MAX_READY_ROUNDS: usize = 8;
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A leadership transfer not done in this many ticks is reported as failed.
+const MOVE_LEADER_TICKS: u64 = 50;
+
+struct Core {
+    node: Node<EtcdState>,
+    wal: Wal,
+    tick: Duration,
+    peers: PeerSink,
+    next_req: u64,
+    pending: HashMap<ReqId, oneshot::Sender<Reply>>,
+    streams: HashMap<StreamId, mpsc::UnboundedSender<WatchResponse>>,
+    /// Persists not yet written (a failing disk keeps them here).
+    unwritten: std::collections::VecDeque<Persist>,
+    /// Highest persist number written and not yet synced.
+    unsynced: Option<u64>,
+    storage_failing: bool,
+    retry_at: Option<Instant>,
+    publish: Option<Request>,
+    publish_req: Option<ReqId>,
+    publish_at: Instant,
+    /// Leadership transfers asked for: target, deadline tick, answer.
+    moves: Vec<(u64, u64, MoveReply)>,
+    ticks: u64,
+    last_leader: u64,
+    last_snapshot: u64,
+    errors: Vec<String>,
+    term_out: Arc<AtomicU64>,
+}
+
+/// Runs the loop until shutdown or until the channel closes.
+pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
+    let mut core = Core {
+        node: parts.node,
+        wal: parts.wal,
+        tick: parts.tick,
+        peers: parts.peers,
+        next_req: 1,
+        pending: HashMap::new(),
+        streams: HashMap::new(),
+        unwritten: Default::default(),
+        unsynced: None,
+        storage_failing: false,
+        retry_at: None,
+        publish: parts.publish,
+        publish_req: None,
+        publish_at: Instant::now(),
+        moves: Vec::new(),
+        ticks: 0,
+        last_leader: 0,
+        last_snapshot: 0,
+        errors: Vec::new(),
+        term_out: parts.term,
+    };
+    core.last_snapshot = core.node.last_snapshot_index().0;
+    let mut next_tick = Instant::now() + core.tick;
+    let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
+    loop {
+        let now = Instant::now();
+        let mut wake = next_tick;
+        if let Some(r) = core.retry_at {
+            wake = wake.min(r);
+        }
+        if core.node.has_ready() {
+            wake = now;
+        }
+        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(m) => {
+                if let Some(s) = core.handle(m) {
+                    shutdown = Some((s, Instant::now() + SHUTDOWN_GRACE));
+                }
+                // Take everything queued now: one ready serves them all.
+                while let Ok(m) = rx.try_recv() {
+                    if let Some(s) = core.handle(m) {
+                        shutdown = Some((s, Instant::now() + SHUTDOWN_GRACE));
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                core.finish();
+                return;
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            core.on_tick();
+            next_tick += core.tick;
+            if next_tick < now {
+                // Behind (a stall): do not burst ticks to catch up.
+                next_tick = now + core.tick;
+            }
+        }
+        core.drive();
+        if let Some(why) = core.node.fatal() {
+            log::error(
+                "etcdserver/server.go",
+                "member stopped",
+                &[("error", V::S(why))],
+            );
+            core.finish();
+            std::process::exit(1);
+        }
+        if let Some((_, deadline)) = &shutdown
+            && (core.pending.is_empty() || Instant::now() >= *deadline)
+        {
+            core.finish();
+            if let Some((s, _)) = shutdown.take() {
+                let _ = s.send(());
+            }
+            return;
+        }
+    }
+}
+
+impl Core {
+    fn term(&self) -> u64 {
+        self.node.raft().term().0
+    }
+
+    fn next_id(&mut self) -> ReqId {
+        let id = ReqId(self.next_req);
+        self.next_req += 1;
+        id
+    }
+
+    /// Handles one message; returns the shutdown answer channel if asked to stop.
+    fn handle(&mut self, m: CoreMsg) -> Option<oneshot::Sender<()>> {
+        match m {
+            CoreMsg::Request { req, mode, reply } => {
+                let id = self.next_id();
+                self.pending.insert(id, reply);
+                let input = match mode {
+                    Mode::Write => Input::Propose(id, req),
+                    Mode::Linearizable => Input::Read(id, req),
+                    Mode::Serializable => Input::ReadLocal(id, req),
+                };
+                self.node.step(input);
+            }
+            CoreMsg::Local(req) => {
+                let id = self.next_id();
+                if let Request::WatchClose { stream } = &req {
+                    self.streams.remove(stream);
+                }
+                self.node.step(Input::ReadLocal(id, req));
+            }
+            CoreMsg::WatchOpen { stream, tx } => {
+                self.streams.insert(stream, tx);
+            }
+            CoreMsg::Peer(msg) => self.node.step(Input::Peer(msg)),
+            CoreMsg::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            CoreMsg::MoveLeader { target, reply } => {
+                let raft = self.node.raft();
+                if raft.role() != Role::Leader {
+                    let _ = reply.send(Err("etcdserver: not leader".into()));
+                } else if raft.id().0 == target {
+                    let _ = reply.send(Ok(()));
+                } else if !raft.conf().voters.contains(&NodeId(target)) {
+                    let _ = reply.send(Err("etcdserver: bad leader transferee".into()));
+                } else {
+                    self.node.step(Input::TransferLeader(NodeId(target)));
+                    self.moves
+                        .push((target, self.ticks + MOVE_LEADER_TICKS, reply));
+                }
+            }
+            CoreMsg::Shutdown(s) => return Some(s),
+        }
+        None
+    }
+
+    fn status(&self) -> Status {
+        let raft = self.node.raft();
+        let sm = self.node.state_machine();
+        Status {
+            member_id: raft.id().0,
+            leader: raft.leader().0,
+            term: raft.term().0,
+            raft_index: raft.log().last_index().0,
+            applied_index: raft.log().applied().0,
+            revision: sm.mvcc().current_revision(),
+            db_size: sm.mvcc().encoded_size_hint() as i64,
+            is_learner: raft.conf().learners.contains(&raft.id()),
+            errors: self.errors.clone(),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        self.node.step(Input::Tick);
+        // Leadership transfers in progress.
+        let leader = self.node.raft().leader().0;
+        let ticks = self.ticks;
+        let mut i = 0;
+        while i < self.moves.len() {
+            let (target, deadline, _) = &self.moves[i];
+            if leader == *target || ticks >= *deadline {
+                let done = leader == *target;
+                let (_, _, reply) = self.moves.swap_remove(i);
+                let _ = reply.send(if done {
+                    Ok(())
+                } else {
+                    Err("etcdserver: request timed out, leader transfer took too long".into())
+                });
+            } else {
+                i += 1;
+            }
+        }
+        self.maybe_publish();
+    }
+
+    /// Proposes this member's attributes once a leader is known, retrying
+    /// until it is applied.
+    fn maybe_publish(&mut self) {
+        if self.publish_req.is_some() || self.node.raft().leader().0 == 0 {
+            return;
+        }
+        let Some(req) = self.publish.clone() else {
+            return;
+        };
+        if Instant::now() < self.publish_at {
+            return;
+        }
+        let id = self.next_id();
+        self.publish_req = Some(id);
+        self.node.step(Input::Propose(id, req));
+    }
+
+    /// Runs ready rounds and carries out their effects.
+    fn drive(&mut self) {
+        if let Some(at) = self.retry_at
+            && Instant::now() >= at
+        {
+            self.retry_at = None;
+            self.persist();
+        }
+        for _ in 0..MAX_READY_ROUNDS {
+            if !self.node.has_ready() {
+                break;
+            }
+            let rd = self.node.ready();
+            if !rd.messages.is_empty() {
+                (self.peers)(rd.messages);
+            }
+            if let Some(p) = rd.persist {
+                self.unwritten.push_back(p);
+                if self.retry_at.is_none() {
+                    self.persist();
+                }
+            }
+            for (id, outcome) in rd.replies {
+                self.reply(id, outcome);
+            }
+            for n in rd.notifications {
+                if let Notification::Watch(w) = n {
+                    self.deliver_watch(w);
+                }
+            }
+            self.observe();
+        }
+    }
+
+    fn reply(&mut self, id: ReqId, outcome: Outcome<Response>) {
+        if self.publish_req == Some(id) {
+            self.publish_req = None;
+            match outcome {
+                Outcome::Done(Response::MemberPublish { .. }) => {
+                    log::info(
+                        "etcdserver/server.go",
+                        "published local member to cluster through raft",
+                        &[("local-member-id", V::X(self.node.id().0))],
+                    );
+                    self.publish = None;
+                }
+                other => {
+                    log::warn(
+                        "etcdserver/server.go",
+                        "failed to publish local member to cluster through raft",
+                        &[("error", V::S(&format!("{other:?}")))],
+                    );
+                    self.publish_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
+            return;
+        }
+        if let Some(tx) = self.pending.remove(&id) {
+            let term = self.term();
+            let _ = tx.send(Reply { outcome, term });
+        }
+    }
+
+    fn deliver_watch(&mut self, w: WatchResponse) {
+        let stream = w.stream;
+        let gone = match self.streams.get(&stream) {
+            Some(tx) => tx.send(w).is_err(),
+            None => true,
+        };
+        if gone {
+            self.streams.remove(&stream);
+            let id = self.next_id();
+            self.node
+                .step(Input::ReadLocal(id, Request::WatchClose { stream }));
+        }
+    }
+
+    /// Logs what changed: leadership, snapshots.
+    fn observe(&mut self) {
+        let raft = self.node.raft();
+        self.term_out.store(raft.term().0, Ordering::Relaxed);
+        let leader = raft.leader().0;
+        if leader != self.last_leader {
+            if leader != 0 {
+                log::info(
+                    "raft/raft.go",
+                    "raft.node: elected leader",
+                    &[
+                        ("local-member-id", V::X(raft.id().0)),
+                        ("leader-member-id", V::X(leader)),
+                        ("term", V::U(raft.term().0)),
+                    ],
+                );
+            } else {
+                log::info(
+                    "raft/raft.go",
+                    "raft.node: lost leader",
+                    &[
+                        ("local-member-id", V::X(raft.id().0)),
+                        ("lost-leader-member-id", V::X(self.last_leader)),
+                        ("term", V::U(raft.term().0)),
+                    ],
+                );
+            }
+            self.last_leader = leader;
+        }
+        let snap = self.node.last_snapshot_index().0;
+        if snap != self.last_snapshot {
+            self.last_snapshot = snap;
+            log::info(
+                "etcdserver/server.go",
+                "triggering snapshot",
+                &[
+                    ("local-member-id", V::X(raft.id().0)),
+                    ("local-member-applied-index", V::U(raft.log().applied().0)),
+                    ("local-member-snapshot-index", V::U(snap)),
+                ],
+            );
+        }
+    }
+
+    /// Writes queued persists in order and syncs them; on a disk error
+    /// tells the node and retries later. Nothing is reported durable before
+    /// it is.
+    fn persist(&mut self) {
+        let mut need_sync = false;
+        let mut written = None;
+        while let Some(p) = self.unwritten.front() {
+            let started = Instant::now();
+            match self.wal.write(p) {
+                Ok(()) => {
+                    need_sync |= p.must_sync;
+                    written = Some(p.number);
+                    self.unwritten.pop_front();
+                    slow("write", started);
+                }
+                Err(e) => {
+                    self.storage_failed(e.is_no_space(), &e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(n) = written {
+            self.unsynced = Some(n);
+        }
+        let Some(n) = self.unsynced else {
+            return;
+        };
+        if need_sync || self.storage_failing {
+            let started = Instant::now();
+            if let Err(e) = self.wal.sync() {
+                self.storage_failed(e.is_no_space(), &e.to_string());
+                return;
+            }
+            slow("fdatasync", started);
+        }
+        self.unsynced = None;
+        if self.storage_failing && self.unwritten.is_empty() {
+            self.storage_failing = false;
+            log::info("etcdserver/server.go", "disk writes work again", &[]);
+            self.node.step(Input::StorageRecovered);
+        }
+        self.node.step(Input::Persisted(n));
+        if let Some(e) = self.wal.take_snapshot_error() {
+            log::warn(
+                "etcdserver/server.go",
+                "failed to write snapshot",
+                &[("error", V::S(&e.to_string()))],
+            );
+        }
+    }
+
+    fn storage_failed(&mut self, no_space: bool, why: &str) {
+        if !self.storage_failing {
+            self.storage_failing = true;
+            log::error(
+                "etcdserver/server.go",
+                "failed to write to the WAL; refusing writes until it works",
+                &[("error", V::S(why)), ("no-space", V::B(no_space))],
+            );
+            self.node.step(Input::StorageFailed { no_space });
+            let e = if no_space {
+                NodeError::NoSpace
+            } else {
+                NodeError::StorageFailed
+            };
+            self.errors = vec![e.to_string()];
+        }
+        self.retry_at = Some(Instant::now() + STORAGE_RETRY);
+    }
+
+    /// Stops: answers what is left, makes everything durable.
+    fn finish(&mut self) {
+        for (_, tx) in self.pending.drain() {
+            let _ = tx.send(Reply {
+                outcome: Outcome::Failed(NodeError::Timeout),
+                term: 0,
+            });
+        }
+        if let Err(e) = self.wal.flush_snapshots() {
+            log::warn(
+                "etcdserver/server.go",
+                "failed to flush the WAL at shutdown",
+                &[("error", V::S(&format!("{e}")))],
+            );
+        }
+    }
+}
+
+/// etcd warns when a disk operation takes over a second.
+fn slow(op: &str, started: Instant) {
+    let took = started.elapsed();
+    if took > Duration::from_secs(1) {
+        log::warn(
+            "wal/wal.go",
+            "slow fdatasync",
+            &[
+                ("op", V::S(op)),
+                ("took", V::S(&format!("{took:?}"))),
+                ("expected-duration", V::S("1s")),
+            ],
+        );
+    }
+}
+
+/// A handle to the core thread.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: Sender<CoreMsg>,
+}
+
+impl CoreHandle {
+    pub fn new(tx: Sender<CoreMsg>) -> CoreHandle {
+        CoreHandle { tx }
+    }
+
+    pub fn send(&self, m: CoreMsg) -> bool {
+        self.tx.send(m).is_ok()
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn call(&self, req: Request, mode: Mode) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(CoreMsg::Request {
+            req,
+            mode,
+            reply: tx,
+        }) {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(CoreMsg::Status(tx)) {
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
+fn stopped() -> Reply {
+    Reply {
+        outcome: Outcome::Failed(NodeError::Timeout),
+        term: 0,
+    }
+}
