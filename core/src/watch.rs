@@ -444,7 +444,10 @@ impl WatchRegistry {
                 );
                 next = rev + 1;
                 if !mine.is_empty() {
-                    self.respond(stream, id, rev, mine, w.fragment);
+                    // As etcd: a catch-up response's header carries the
+                    // store's current revision, not the events' (clients
+                    // read progress only from the events themselves).
+                    self.respond(stream, id, current, mine, w.fragment);
                     if let Some(wm) = self.watchers.get_mut(&key) {
                         wm.active = true;
                     }

@@ -282,7 +282,14 @@ proptest! {
                     .collect();
                 (!mine.is_empty()).then_some((*rev, mine))
             }).collect();
-            let delivered: Vec<(i64, Vec<Event>)> = rs[1..].iter().filter(|r| !r.events.is_empty()).map(|r| (r.revision, r.events.clone())).collect();
+            // Each response holds one revision's events; its header carries
+            // that revision or (catching up, as etcd) a later current one.
+            for r in rs[1..].iter().filter(|r| !r.events.is_empty()) {
+                let rev = r.events[0].kv.mod_revision;
+                prop_assert!(r.events.iter().all(|e| e.kv.mod_revision == rev), "one revision per response: {:?}", r);
+                prop_assert!(r.revision >= rev, "header revision {} below its events' {}", r.revision, rev);
+            }
+            let delivered: Vec<(i64, Vec<Event>)> = rs[1..].iter().filter(|r| !r.events.is_empty()).map(|r| (r.events[0].kv.mod_revision, r.events.clone())).collect();
             let canceled = rs.iter().find(|r| r.canceled);
             match canceled {
                 Some(c) => {

@@ -6,4 +6,5 @@ pub mod config;
 pub mod log;
 pub mod pb;
 pub mod server;
+pub mod sha256;
 pub mod wal;

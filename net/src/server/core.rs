@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use etcd_core::etcd::{EtcdState, Notification};
-use etcd_core::node::{Input, Node, NodeError, Outcome, Persist};
+use etcd_core::node::{Input, Node, NodeError, Outcome, Persist, StateMachine};
 use etcd_core::raft::{Message, Role};
 use etcd_core::request::{Request, Response};
 use etcd_core::storage::Storage;
@@ -71,6 +71,9 @@ pub enum CoreMsg {
     },
     Peer(Message),
     Status(oneshot::Sender<Status>),
+    /// The whole state machine as its snapshot encoding, with the store
+    /// revision it is at (Maintenance.Snapshot).
+    Snapshot(oneshot::Sender<(bytes::Bytes, i64)>),
     /// Hand leadership to `target`; answered once it leads, or with why not.
     MoveLeader {
         target: u64,
@@ -259,6 +262,10 @@ impl Core {
             CoreMsg::Peer(msg) => self.node.step(Input::Peer(msg)),
             CoreMsg::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            CoreMsg::Snapshot(reply) => {
+                let sm = self.node.state_machine();
+                let _ = reply.send((sm.snapshot(), sm.mvcc().current_revision()));
             }
             CoreMsg::MoveLeader { target, reply } => {
                 let raft = self.node.raft();

@@ -4,8 +4,10 @@
 //! through its channel.
 
 pub mod api;
+pub mod authority;
 pub mod convert;
 pub mod core;
+pub mod lock;
 pub mod peer;
 pub mod watch;
 
@@ -298,9 +300,16 @@ async fn serve(
                 .add_service(ClusterServer::new(api::Cluster(api.clone())))
                 .add_service(MaintenanceServer::new(api::Maintenance(api.clone())))
                 .add_service(AuthServer::new(api::Auth(api.clone())))
-                .add_service(HealthServer::new(api::Health(api.clone())));
-            servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+                .add_service(HealthServer::new(api::Health(api.clone())))
+                .add_service(lock::lock_service(api.clone()))
+                .add_service(lock::election_service(api.clone(), max_msg));
+            // etcd's Go clients may send a URL as the authority; see authority.rs.
+            let incoming = futures_util::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| conn.map(authority::FixAuthority::new),
+            );
+            servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+                incoming,
                 async move {
                     let _ = stop.changed().await;
                 },

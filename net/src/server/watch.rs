@@ -11,15 +11,63 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use etcd_core::request::Request as CoreRequest;
-use etcd_core::watch::{WatchCreate, WatchResponse};
+use etcd_core::watch::{StreamId, WatchCreate, WatchResponse};
 
 use super::api::Shared;
 use super::convert::event_out;
-use super::core::CoreMsg;
+use super::core::{CoreHandle, CoreMsg};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::watch_server;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// A watch the server keeps for itself (the Lock and Election services wait
+/// on keys with it): a core watch stream of its own holding one watcher.
+/// Every response received is acknowledged to the core; dropping it closes
+/// the stream (`WatchClose`).
+pub(crate) struct CoreWatch {
+    stream: StreamId,
+    rx: mpsc::UnboundedReceiver<WatchResponse>,
+    core: CoreHandle,
+}
+
+impl CoreWatch {
+    /// Opens a stream and creates `create` on it; `None` if the core has
+    /// stopped.
+    pub(crate) fn open(core: &CoreHandle, create: WatchCreate) -> Option<CoreWatch> {
+        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !core.send(CoreMsg::WatchOpen { stream, tx }) {
+            return None;
+        }
+        let w = CoreWatch {
+            stream,
+            rx,
+            core: core.clone(),
+        };
+        core.send(CoreMsg::Local(CoreRequest::WatchCreate { stream, create }))
+            .then_some(w)
+    }
+
+    /// The next response (the creation answer first), or `None` once the
+    /// core has dropped the stream.
+    pub(crate) async fn recv(&mut self) -> Option<WatchResponse> {
+        let w = self.rx.recv().await?;
+        self.core.send(CoreMsg::Local(CoreRequest::WatchAck {
+            stream: self.stream,
+            n: 1,
+        }));
+        Some(w)
+    }
+}
+
+impl Drop for CoreWatch {
+    fn drop(&mut self) {
+        self.core.send(CoreMsg::Local(CoreRequest::WatchClose {
+            stream: self.stream,
+        }));
+    }
+}
 
 pub struct Watch(pub Shared);
 
