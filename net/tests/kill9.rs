@@ -90,6 +90,31 @@ async fn write_loop(
     }
 }
 
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Four writers for one round; set the flag to stop them.
+fn spawn_writers(
+    round: usize,
+    urls: &[String],
+    acked: &Acked,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = (0..4)
+        .map(|w| {
+            tokio::spawn(write_loop(
+                w + 10 * round,
+                urls.to_vec(),
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    (stop, writers)
+}
+
 /// Every acknowledged key must be on `url` with its value.
 async fn check_all(url: &str, acked: &BTreeMap<String, String>, serializable: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -185,17 +210,7 @@ async fn a_single_member_killed_50_times_under_load_loses_nothing() {
     let mut rng = Lcg(0x5eed1);
     let urls = vec![m.client.clone()];
     for round in 0..kills() {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers: Vec<_> = (0..4)
-            .map(|w| {
-                tokio::spawn(write_loop(
-                    w + 10 * round,
-                    urls.clone(),
-                    acked.clone(),
-                    stop.clone(),
-                ))
-            })
-            .collect();
+        let (stop, writers) = spawn_writers(round, &urls, &acked);
         tokio::time::sleep(Duration::from_millis(150 + rng.next(350))).await;
         m.kill();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -256,17 +271,7 @@ async fn the_leader_of_three_killed_50_times_under_load_loses_nothing() {
             assert!(Instant::now() < deadline, "round {round}: no leader");
             tokio::time::sleep(Duration::from_millis(30)).await;
         };
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers: Vec<_> = (0..4)
-            .map(|w| {
-                tokio::spawn(write_loop(
-                    w + 10 * round,
-                    urls.clone(),
-                    acked.clone(),
-                    stop.clone(),
-                ))
-            })
-            .collect();
+        let (stop, writers) = spawn_writers(round, &urls, &acked);
         tokio::time::sleep(Duration::from_millis(100 + rng.next(300))).await;
         members[leader].kill();
         let killed = Instant::now();

@@ -74,10 +74,6 @@ impl FixAuthority {
         }
     }
 
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.inner
-    }
-
     /// Moves what can be processed from `input` to `output`.
     fn process(&mut self) -> io::Result<()> {
         if !self.preface_done {
@@ -372,17 +368,8 @@ mod tests {
         ]);
         write_frame(&mut input, HEADERS, END_HEADERS | END_STREAM, 3, &block2);
 
-        let mut f = FixAuthority {
-            inner: unreachable_stream(),
-            mode: Mode::Deciding,
-            input,
-            output: Vec::new(),
-            out_pos: 0,
-            preface_done: false,
-            decoder: hpack::Decoder::new(),
-            block: None,
-            block_raw: Vec::new(),
-        };
+        let mut f = FixAuthority::new(unreachable_stream());
+        f.input = input;
         f.process().unwrap();
         assert_eq!(f.mode, Mode::Rewrite);
         let out = &f.output[PREFACE.len()..];
