@@ -13,7 +13,9 @@ use crate::mvcc::store::{EncodeJob, MvccStore, Write};
 use crate::mvcc::types::*;
 use crate::node::StateMachine;
 use crate::raft::ConfChange;
-use crate::request::{self, ApiLimits, AuthRequest, AuthResponse, Request, Response};
+use crate::request::{
+    self, AlarmAction, AlarmKind, ApiLimits, AuthRequest, AuthResponse, Request, Response,
+};
 use crate::types::LogIndex;
 use crate::watch::{WatchLimits, WatchRegistry, WatchResponse};
 
@@ -64,6 +66,8 @@ pub struct EtcdState {
     lessor: Lessor,
     auth: AuthStore,
     cluster: ClusterInfo,
+    /// Raised alarms (member, kind), replicated as etcd's alarm store is.
+    alarms: std::collections::BTreeSet<(u64, AlarmKind)>,
     /// Local to this member: never replicated, never in a snapshot.
     watches: WatchRegistry,
     now_ticks: u64,
@@ -100,6 +104,7 @@ impl EtcdState {
                 cluster_id: cfg.cluster_id,
                 members: Default::default(),
             },
+            alarms: Default::default(),
             watches: WatchRegistry::new(cfg.watch_limits),
             now_ticks: 0,
             notifications: Vec::new(),
@@ -117,6 +122,11 @@ impl EtcdState {
         self.lessor.encode(&mut buf);
         codec::put_bytes(&mut buf, &self.auth.snapshot());
         self.cluster.encode(&mut buf);
+        codec::put_uvarint(&mut buf, self.alarms.len() as u64);
+        for (m, k) in &self.alarms {
+            buf.put_u64_le(*m);
+            buf.put_u8(*k as u8);
+        }
         buf.freeze()
     }
 
@@ -130,6 +140,44 @@ impl EtcdState {
 
     pub fn cluster(&self) -> &ClusterInfo {
         &self.cluster
+    }
+
+    /// The alarms raised, as (member, kind).
+    pub fn alarms(&self) -> impl Iterator<Item = (u64, AlarmKind)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Whether a NOSPACE alarm holds writes that take space (etcd's capped
+    /// applier).
+    fn capped(&self) -> bool {
+        self.alarms.iter().any(|(_, k)| *k == AlarmKind::NoSpace)
+    }
+
+    fn apply_alarm(&mut self, action: AlarmAction, member: u64, kind: AlarmKind) -> Response {
+        let alarms = match action {
+            AlarmAction::Get => self
+                .alarms
+                .iter()
+                .copied()
+                .filter(|(_, k)| kind == AlarmKind::None || *k == kind)
+                .collect(),
+            AlarmAction::Activate if kind == AlarmKind::None => Vec::new(),
+            AlarmAction::Activate => {
+                self.alarms.insert((member, kind));
+                vec![(member, kind)]
+            }
+            AlarmAction::Deactivate => {
+                if self.alarms.remove(&(member, kind)) {
+                    vec![(member, kind)]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        Response::Alarms {
+            alarms,
+            revision: self.header_rev(),
+        }
     }
 
     pub fn watches(&self) -> &WatchRegistry {
@@ -526,6 +574,12 @@ impl StateMachine for EtcdState {
 
     fn apply(&mut self, index: LogIndex, req: &Request) -> Response {
         match req {
+            // Out of space: what takes space is refused, as etcd's capped
+            // applier does (deletes, compaction and revokes go on).
+            Request::Put(_) | Request::LeaseGrant { .. } if self.capped() => {
+                Response::Error(EtcdError::NoSpace)
+            }
+            Request::Txn(t) if self.capped() && t.has_puts() => Response::Error(EtcdError::NoSpace),
             Request::Put(p) => self.apply_put(index, p),
             Request::DeleteRange(d) => self.apply_delete(index, d),
             Request::Txn(t) if t.has_writes() => self.apply_txn(index, t),
@@ -578,6 +632,11 @@ impl StateMachine for EtcdState {
                 }
             }
             Request::MemberList => self.read(req),
+            Request::Alarm {
+                action,
+                member,
+                kind,
+            } => self.apply_alarm(*action, *member, *kind),
             Request::WatchCreate { .. }
             | Request::WatchCancel { .. }
             | Request::WatchProgress { .. }
@@ -651,6 +710,15 @@ impl StateMachine for EtcdState {
             Request::MemberList => Response::MemberList {
                 cluster_id: self.cluster.cluster_id,
                 members: self.cluster.members.values().cloned().collect(),
+                revision: self.header_rev(),
+            },
+            Request::Alarm { kind, .. } => Response::Alarms {
+                alarms: self
+                    .alarms
+                    .iter()
+                    .copied()
+                    .filter(|(_, k)| *kind == AlarmKind::None || k == kind)
+                    .collect(),
                 revision: self.header_rev(),
             },
             Request::Put(_)
@@ -752,6 +820,17 @@ impl StateMachine for EtcdState {
         let lessor = Lessor::decode(&mut r)?;
         let auth = AuthStore::restore(r.bytes()?).map_err(|_| DecodeError::BadTag(0xa0))?;
         let cluster = ClusterInfo::decode(&mut r)?;
+        // Snapshots from before alarms existed end here.
+        let mut alarms = std::collections::BTreeSet::new();
+        if !r.is_empty() {
+            let n = r.count(9)?;
+            for _ in 0..n {
+                let m = r.u64_le()?;
+                let k = r.u8()?;
+                let kind = AlarmKind::from_i32(i32::from(k)).ok_or(DecodeError::BadTag(k))?;
+                alarms.insert((m, kind));
+            }
+        }
         r.finish()?;
         // A snapshot in progress was of the state being replaced.
         self.snapshot_job = None;
@@ -759,6 +838,7 @@ impl StateMachine for EtcdState {
         self.lessor = lessor;
         self.auth = auth;
         self.cluster = cluster;
+        self.alarms = alarms;
         // Watchers keep their place; they catch up from the restored history.
         self.watches.resync_all();
         Ok(())

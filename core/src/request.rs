@@ -75,6 +75,47 @@ pub enum Request {
         client_urls: Vec<String>,
     },
     MemberList,
+    /// etcd's alarms (`Maintenance.Alarm`): list, raise or clear one.
+    Alarm {
+        action: AlarmAction,
+        member: u64,
+        kind: AlarmKind,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AlarmAction {
+    Get,
+    Activate,
+    Deactivate,
+}
+
+/// etcd's `AlarmType` values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlarmKind {
+    None = 0,
+    NoSpace = 1,
+    Corrupt = 2,
+}
+
+impl AlarmKind {
+    pub fn from_i32(v: i32) -> Option<AlarmKind> {
+        match v {
+            0 => Some(AlarmKind::None),
+            1 => Some(AlarmKind::NoSpace),
+            2 => Some(AlarmKind::Corrupt),
+            _ => None,
+        }
+    }
+
+    /// The name etcd prints (`NOSPACE`, `CORRUPT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmKind::None => "NONE",
+            AlarmKind::NoSpace => "NOSPACE",
+            AlarmKind::Corrupt => "CORRUPT",
+        }
+    }
 }
 
 /// Auth management. Passwords arrive hashed (hashing lives with the server).
@@ -213,6 +254,12 @@ pub enum Response {
         members: Vec<crate::cluster::Member>,
         revision: i64,
     },
+    /// The alarms active after the request (for Get: all of them; for a
+    /// change: the ones it changed, as etcd answers).
+    Alarms {
+        alarms: Vec<(u64, AlarmKind)>,
+        revision: i64,
+    },
     /// Internal requests (expiry, checkpoints) answer nothing.
     Internal,
     Error(EtcdError),
@@ -233,6 +280,7 @@ impl Request {
             | Request::WatchAck { .. }
             | Request::WatchClose { .. }
             | Request::MemberList => true,
+            Request::Alarm { action, .. } => *action == AlarmAction::Get,
             Request::Auth(a) => a.is_read_only(),
             Request::Txn(t) => !t.has_writes(),
             Request::Put(_)
@@ -302,7 +350,8 @@ pub fn validate(req: &Request, limits: &ApiLimits) -> Result<(), EtcdError> {
         | Request::WatchClose { .. }
         | Request::Auth(_)
         | Request::MemberPublish { .. }
-        | Request::MemberList => Ok(()),
+        | Request::MemberList
+        | Request::Alarm { .. } => Ok(()),
     }
     .and_then(|()| {
         let mut buf = BytesMut::new();
@@ -813,6 +862,16 @@ pub fn encode_request(req: &Request, buf: &mut BytesMut) {
             }
         }
         Request::MemberList => buf.put_u8(21),
+        Request::Alarm {
+            action,
+            member,
+            kind,
+        } => {
+            buf.put_u8(22);
+            buf.put_u8(*action as u8);
+            buf.put_u64_le(*member);
+            buf.put_u8(*kind as u8);
+        }
     }
 }
 
@@ -1056,6 +1115,22 @@ pub fn decode_request(data: &[u8]) -> Result<Request, DecodeError> {
             }
         }
         21 => Request::MemberList,
+        22 => {
+            let action = match r.u8()? {
+                0 => AlarmAction::Get,
+                1 => AlarmAction::Activate,
+                2 => AlarmAction::Deactivate,
+                t => return Err(DecodeError::BadTag(t)),
+            };
+            let member = r.u64_le()?;
+            let k = r.u8()?;
+            let kind = AlarmKind::from_i32(i32::from(k)).ok_or(DecodeError::BadTag(k))?;
+            Request::Alarm {
+                action,
+                member,
+                kind,
+            }
+        }
         t => return Err(DecodeError::BadTag(t)),
     };
     r.finish()?;

@@ -246,3 +246,83 @@ fn the_readme_walk_through_works_on_a_single_member() {
     }
     assert!(log.contains("restarting local member"), "{log}");
 }
+
+#[test]
+fn over_its_quota_a_member_raises_nospace_and_frees_space_by_compaction_alone() {
+    let Some(etcdctl) = etcdctl() else { return };
+    let dir = temp_dir("quota");
+    let (c, p) = (free_port(), free_port());
+    let client = format!("http://127.0.0.1:{c}");
+    let peer = format!("http://127.0.0.1:{p}");
+    let m = Proc::start(
+        Path::new(OURS),
+        &dir,
+        client.clone(),
+        peer.clone(),
+        vec![
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=default={peer}"),
+            "--quota-backend-bytes=40000".into(),
+        ],
+    );
+    wait_ready(&etcdctl, &m.client, &m);
+    let value = "x".repeat(3000);
+    let mut refused = 0;
+    for i in 0..30 {
+        let (out, ok) = ctl(
+            &etcdctl,
+            &m.client,
+            &["put", &format!("k{i}"), &value],
+            None,
+        );
+        if !ok {
+            assert!(
+                out.contains("Error: etcdserver: mvcc: database space exceeded"),
+                "{out}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused > 0 && refused < 30, "{refused} of 30 puts refused");
+    let (out, _) = ctl(&etcdctl, &m.client, &["alarm", "list"], None);
+    assert!(
+        Regex::new(r"^memberID:\d+ alarm:NOSPACE \n$")
+            .expect("regex")
+            .is_match(&out),
+        "{out:?}"
+    );
+    // Reads and deletes go on; puts and lease grants do not.
+    let (out, ok) = ctl(
+        &etcdctl,
+        &m.client,
+        &["get", "k0", "--print-value-only"],
+        None,
+    );
+    assert!(ok && out.trim() == value, "{out}");
+    let (out, ok) = ctl(&etcdctl, &m.client, &["lease", "grant", "60"], None);
+    assert!(!ok && out.contains("database space exceeded"), "{out}");
+    let (out, ok) = ctl(&etcdctl, &m.client, &["del", "k", "--prefix"], None);
+    assert!(ok, "{out}");
+    // Deleted versions are history until compacted; compaction frees them
+    // at once (no defragmentation needed), and after disarming, puts work.
+    let (out, ok) = ctl(&etcdctl, &m.client, &["get", "k0", "-w", "json"], None);
+    assert!(ok, "{out}");
+    let rev: i64 = Regex::new(r#""revision":(\d+)"#)
+        .expect("regex")
+        .captures(&out)
+        .expect("revision")[1]
+        .parse()
+        .expect("number");
+    let (out, ok) = ctl(&etcdctl, &m.client, &["compaction", &rev.to_string()], None);
+    assert!(ok, "{out}");
+    let (out, ok) = ctl(&etcdctl, &m.client, &["alarm", "disarm"], None);
+    assert!(ok && out.contains("alarm:NOSPACE"), "{out}");
+    let (out, _) = ctl(&etcdctl, &m.client, &["alarm", "list"], None);
+    assert_eq!(out, "");
+    let (out, ok) = ctl(&etcdctl, &m.client, &["put", "after", "disarm"], None);
+    assert!(ok && out == "OK\n", "{out}");
+}

@@ -76,7 +76,8 @@ fn response_revision(r: &Response) -> Option<i64> {
         Response::LeaseTimeToLive { revision, .. }
         | Response::LeaseLeases { revision, .. }
         | Response::HashKv { revision, .. }
-        | Response::MemberList { revision, .. } => Some(*revision),
+        | Response::MemberList { revision, .. }
+        | Response::Alarms { revision, .. } => Some(*revision),
         Response::Internal | Response::Error(_) => None,
     }
 }

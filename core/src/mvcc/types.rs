@@ -165,6 +165,18 @@ pub struct TxnResponse {
 }
 
 impl TxnRequest {
+    /// Whether any branch, at any depth, puts (what etcd's quota counts).
+    pub fn has_puts(&self) -> bool {
+        self.success
+            .iter()
+            .chain(self.failure.iter())
+            .any(|op| match op {
+                RequestOp::Put(_) => true,
+                RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+                RequestOp::Txn(t) => t.has_puts(),
+            })
+    }
+
     /// Whether any branch, at any depth, writes (etcd's `isTxnReadonly`, negated).
     pub fn has_writes(&self) -> bool {
         self.success

@@ -37,6 +37,10 @@ pub struct Api {
     pub max_request_bytes: usize,
     /// The Raft term as the core last published it.
     pub term: Arc<std::sync::atomic::AtomicU64>,
+    /// The state's size in bytes as the core last published it.
+    pub db_size: Arc<std::sync::atomic::AtomicU64>,
+    /// `--quota-backend-bytes` in force (`None`: no quota).
+    pub quota_bytes: Option<u64>,
 }
 
 pub type Shared = Arc<Api>;
@@ -62,6 +66,26 @@ impl Api {
             Outcome::Failed(e) => Err(node_status(&e)),
             Outcome::ConfApplied(_) => Err(Status::internal("unexpected membership answer")),
         }
+    }
+
+    /// etcd's quota check before a write that takes space: over the quota,
+    /// this member raises the NOSPACE alarm (through the log, so every
+    /// member applies it) and the write is refused with etcd's error.
+    pub async fn check_quota(&self, cost: usize) -> Result<(), Status> {
+        let Some(quota) = self.quota_bytes else {
+            return Ok(());
+        };
+        let size = self.db_size.load(std::sync::atomic::Ordering::Relaxed);
+        if size.saturating_add(cost as u64) <= quota {
+            return Ok(());
+        }
+        let raise = req::Request::Alarm {
+            action: req::AlarmAction::Activate,
+            member: self.member_id,
+            kind: req::AlarmKind::NoSpace,
+        };
+        let _ = self.call(raise, Mode::Write).await;
+        Err(etcd_status(&etcd_core::error::EtcdError::NoSpace))
     }
 
     /// The current revision and term, for answers that carry no revision.
@@ -105,6 +129,8 @@ impl kv_server::Kv for Kv {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let p = put_in(request.into_inner());
+        // etcd's cost of a put: key, value and a small overhead.
+        self.0.check_quota(p.key.len() + p.value.len() + 32).await?;
         match self.0.call(req::Request::Put(p), Mode::Write).await? {
             (req::Response::Put(r), term) => {
                 let h = self.0.header(r.revision, term);
@@ -137,6 +163,9 @@ impl kv_server::Kv for Kv {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let t = txn_in(request.into_inner())?;
+        if t.has_puts() {
+            self.0.check_quota(txn_put_bytes(&t)).await?;
+        }
         // A read-only txn is a read: linearizable unless every range in it is
         // serializable (etcd's `isTxnSerializable`).
         let mode = if t.has_writes() {
@@ -175,6 +204,20 @@ impl kv_server::Kv for Kv {
     }
 }
 
+/// What a txn's puts would add (etcd's quota cost).
+fn txn_put_bytes(t: &etcd_core::mvcc::types::TxnRequest) -> usize {
+    use etcd_core::mvcc::types::RequestOp;
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .map(|op| match op {
+            RequestOp::Put(p) => p.key.len() + p.value.len() + 32,
+            RequestOp::Txn(t) => txn_put_bytes(t),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn txn_serializable(t: &etcd_core::mvcc::types::TxnRequest) -> bool {
     use etcd_core::mvcc::types::RequestOp;
     t.success.iter().chain(t.failure.iter()).all(|op| match op {
@@ -193,6 +236,7 @@ impl lease_server::Lease for Lease {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let g = request.into_inner();
+        self.0.check_quota(32).await?;
         let r = req::Request::LeaseGrant {
             id: g.id,
             ttl: g.ttl,
@@ -407,15 +451,40 @@ impl maintenance_server::Maintenance for Maintenance {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let _ = request.into_inner();
-        // Alarms are raised by the quota (with the space-quota work); none
-        // is ever active before then, so GET lists none and the others have
-        // nothing to change.
-        let (rev, term) = self.0.current().await;
-        Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.0.header(rev, term)),
-            alarms: Vec::new(),
-        }))
+        let a = request.into_inner();
+        let action = match a.action {
+            0 => req::AlarmAction::Get,
+            1 => req::AlarmAction::Activate,
+            2 => req::AlarmAction::Deactivate,
+            _ => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let kind = req::AlarmKind::from_i32(a.alarm)
+            .ok_or_else(|| Status::invalid_argument("etcdserver: unknown alarm type"))?;
+        let mode = if action == req::AlarmAction::Get {
+            Mode::Linearizable
+        } else {
+            Mode::Write
+        };
+        let r = req::Request::Alarm {
+            action,
+            member: a.member_id,
+            kind,
+        };
+        match self.0.call(r, mode).await? {
+            (req::Response::Alarms { alarms, revision }, term) => {
+                Ok(Response::new(pb::AlarmResponse {
+                    header: Some(self.0.header(revision, term)),
+                    alarms: alarms
+                        .into_iter()
+                        .map(|(member_id, k)| pb::AlarmMember {
+                            member_id,
+                            alarm: k as i32,
+                        })
+                        .collect(),
+                }))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
     }
 
     async fn status(

@@ -251,7 +251,8 @@ fn op_out(op: m::ResponseOp) -> pb::ResponseOp {
                 R::ResponseDeleteRange(delete_out(x, h))
             }
             m::ResponseOp::Txn(x) => {
-                let h = only(x.revision);
+                // etcd's `newTxnResp` leaves a nested txn's header empty.
+                let h = only(0);
                 R::ResponseTxn(txn_out(x, h))
             }
         }),

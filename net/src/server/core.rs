@@ -102,6 +102,11 @@ pub struct CoreParts {
     pub name: String,
     /// The current Raft term, published for response headers.
     pub term: Arc<AtomicU64>,
+    /// The state's size (bytes), published for the quota check.
+    pub db_size: Arc<AtomicU64>,
+    /// Campaign as soon as this member may (a new cluster of one need not
+    /// wait an election timeout to lead).
+    pub campaign: bool,
 }
 
 /// After a failed sync, how long before the next try.
@@ -138,6 +143,8 @@ struct Core {
     last_snapshot: u64,
     errors: Vec<String>,
     term_out: Arc<AtomicU64>,
+    db_size_out: Arc<AtomicU64>,
+    campaign: bool,
 }
 
 /// Runs the loop until shutdown or until the channel closes.
@@ -163,6 +170,8 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         last_snapshot: 0,
         errors: Vec::new(),
         term_out: parts.term,
+        db_size_out: parts.db_size,
+        campaign: parts.campaign,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
     let mut next_tick = Instant::now() + core.tick;
@@ -204,6 +213,12 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
             }
         }
         core.drive();
+        if core.campaign && core.node.raft().promotable() {
+            // The bootstrap membership is applied: lead now.
+            core.campaign = false;
+            core.node.campaign();
+            core.drive();
+        }
         if let Some(why) = core.node.fatal() {
             log::error(
                 "etcdserver/server.go",
@@ -298,7 +313,12 @@ impl Core {
             revision: sm.mvcc().current_revision(),
             db_size: sm.mvcc().encoded_size_hint() as i64,
             is_learner: raft.conf().learners.contains(&raft.id()),
-            errors: self.errors.clone(),
+            // As etcd: each active alarm, then what the disk reported.
+            errors: sm
+                .alarms()
+                .map(|(m, k)| format!("memberID:{m} alarm:{} ", k.name()))
+                .chain(self.errors.iter().cloned())
+                .collect(),
         }
     }
 
@@ -424,6 +444,10 @@ impl Core {
     fn observe(&mut self) {
         let raft = self.node.raft();
         self.term_out.store(raft.term().0, Ordering::Relaxed);
+        self.db_size_out.store(
+            self.node.state_machine().mvcc().encoded_size_hint(),
+            Ordering::Relaxed,
+        );
         let leader = raft.leader().0;
         if leader != self.last_leader {
             if leader != 0 {

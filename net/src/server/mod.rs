@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod compactor;
 pub mod convert;
 pub mod core;
 pub mod lock;
@@ -146,7 +147,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             is_learner: false,
         })
         .collect();
-    let mut node = if fresh {
+    let node = if fresh {
         if !cfg.is_new_cluster() {
             return Err(err(
                 "joining an existing cluster (--initial-cluster-state existing) is not supported yet",
@@ -170,10 +171,6 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         );
         Node::restart(ncfg, sm, rec).map_err(|e| err(format!("cannot restart: {e:?}")))?
     };
-    if fresh && members.len() == 1 {
-        // A cluster of one need not wait an election timeout to lead.
-        node.campaign();
-    }
 
     // Peers: from the membership the state machine knows, else the config.
     let mut peers: BTreeMap<u64, Vec<String>> = node
@@ -201,6 +198,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let (tx, rx) = std::sync::mpsc::channel::<CoreMsg>();
     let handle = CoreHandle::new(tx);
     let term = Arc::new(AtomicU64::new(0));
+    let db_size = Arc::new(AtomicU64::new(0));
     let parts = CoreParts {
         node,
         wal,
@@ -213,6 +211,8 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         }),
         name: cfg.name.clone(),
         term: term.clone(),
+        db_size: db_size.clone(),
+        campaign: fresh && members.len() == 1,
     };
     let core_thread = std::thread::Builder::new()
         .name("etcd-core".into())
@@ -225,6 +225,8 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         member_id: local,
         max_request_bytes: cfg.max_request_bytes as usize,
         term,
+        db_size,
+        quota_bytes: cfg.quota_backend_bytes_effective(),
     });
 
     let result = rt.block_on(serve(&cfg, api, handle.clone(), cluster_id));
@@ -321,6 +323,8 @@ async fn serve(
             );
         }
     }
+    let auto = cfg.auto_compaction().map_err(err)?;
+    let compaction = tokio::spawn(compactor::run(api.clone(), auto));
     log::info("etcdmain/main.go", "ready to serve client requests", &[]);
     notify_systemd();
 
@@ -331,6 +335,7 @@ async fn serve(
         &[],
     );
     let _ = stop_tx.send(true);
+    compaction.abort();
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
     }
