@@ -12,6 +12,10 @@ pub struct Limits {
     /// Entry bytes applied per `ready()` (at least one entry), so a long backlog
     /// cannot stall the driver's loop.
     pub max_apply_bytes_per_ready: u64,
+    /// Committed entries not yet applied beyond which new writes are
+    /// refused with `etcdserver: too many requests` (etcd's
+    /// `maxGapBetweenApplyAndCommitIndex`).
+    pub max_apply_backlog_entries: u64,
 }
 
 impl Default for Limits {
@@ -20,6 +24,7 @@ impl Default for Limits {
             max_pending_requests: 10_000,
             max_requests_per_entry: 1_000,
             max_apply_bytes_per_ready: 64 * 1024 * 1024,
+            max_apply_backlog_entries: 5_000,
         }
     }
 }

@@ -527,6 +527,15 @@ impl<S: StateMachine> Node<S> {
         if !self.admit(id) || self.refuse_while_storage_fails(id) {
             return;
         }
+        let log = self.raft.log();
+        if log.committed().0.saturating_sub(log.applied().0)
+            > self.cfg.limits.max_apply_backlog_entries
+        {
+            // Applying lags far behind: more writes would only queue.
+            self.replies
+                .push((id, Outcome::Failed(NodeError::TooManyRequests)));
+            return;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Err(resp) = self.sm.prepare(&mut req, self.nonce ^ seq.rotate_left(32)) {

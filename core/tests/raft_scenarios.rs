@@ -593,6 +593,53 @@ fn too_many_pending_requests_are_refused_with_etcds_error() {
 }
 
 #[test]
+fn writes_are_refused_while_applying_lags_far_behind_the_commit() {
+    let mut c: Cluster<Register> = Cluster::with_config(3, |id, seed| {
+        let mut cfg = test_config(id, seed);
+        // One entry per write, one applied per apply step: the leader
+        // commits 200 in one round and applies at most 64 of them (16
+        // readies of 4 steps).
+        cfg.limits.max_requests_per_entry = 1;
+        cfg.limits.max_apply_bytes_per_ready = 1;
+        cfg.limits.max_apply_backlog_entries = 5;
+        cfg
+    });
+    let l = c.elect_any();
+    c.stabilize();
+    for i in 0..200 {
+        c.propose(l, put("p", &i.to_string()));
+        c.process(l);
+    }
+    // Followers store and acknowledge; the leader commits all at once.
+    c.deliver_queued();
+    for id in c.members.keys().copied().collect::<Vec<_>>() {
+        if id != l {
+            c.process(id);
+        }
+    }
+    c.deliver_queued();
+    c.process(l);
+    let log = c.node(l).raft().log();
+    assert!(
+        log.committed().0 - log.applied().0 > 5,
+        "{:?} {:?}",
+        log.committed(),
+        log.applied()
+    );
+    let refused = c.propose(l, put("late", "x"));
+    c.process(l);
+    assert_eq!(
+        c.take_reply(refused),
+        Some(Outcome::Failed(NodeError::TooManyRequests))
+    );
+    // Once applying catches up, writes are taken again.
+    c.stabilize();
+    let ok = c.propose(l, put("later", "y"));
+    c.stabilize();
+    assert!(matches!(c.take_reply(ok), Some(Outcome::Done(_))));
+}
+
+#[test]
 fn requests_time_out_when_no_quorum() {
     let mut c: Cluster<Register> = Cluster::new(3);
     let l = c.elect_any();
