@@ -1,7 +1,7 @@
 //! Every decoder the core runs on bytes from a peer, a client or the disk must
 //! return an error, never panic, and never allocate beyond what the input
 //! justifies: conf changes, members, requests (the register's and etcd's),
-//! and state machine snapshots. The WAL has its own targets.
+//! peer messages, and state machine snapshots. The WAL has its own targets.
 #![no_main]
 
 use etcd_core::codec;
@@ -20,6 +20,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = etcd_core::cluster::decode_member(data);
     let _ = etcd_core::request::decode_request(data);
+    // Peer messages come off the network.
+    if let Ok(msgs) = etcd_core::raft::wire::decode_batch(data) {
+        let again = etcd_core::raft::wire::encode_batch(&msgs);
+        assert_eq!(etcd_core::raft::wire::decode_batch(&again).as_ref(), Ok(&msgs));
+    }
     let mut e = EtcdState::default();
     if e.restore(data).is_ok() {
         // Whatever decoded must encode again and answer reads.
