@@ -87,7 +87,7 @@ impl Transport {
     ) -> Transport {
         let mut queues = BTreeMap::new();
         for (&id, urls) in peers {
-            if id == local {
+            if id == local || urls.is_empty() {
                 continue;
             }
             let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
