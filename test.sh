@@ -20,12 +20,13 @@ fi
 
 # Debian's etcd 3.4 (etcdctl, and the reference server for differential
 # tests). Without them those tests skip with a message; under CI they fail.
-if ! command -v etcdctl >/dev/null 2>&1 || ! [ -x /usr/bin/etcd ]; then
+# iproute2 (ip, tc) for the network-namespace test.
+if ! command -v etcdctl >/dev/null 2>&1 || ! [ -x /usr/bin/etcd ] || ! command -v tc >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing Debian's etcd-server and etcd-client" >&2
-        apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1 ||
+        apt-get install -y -q etcd-server etcd-client iproute2 >/dev/null 2>&1 ||
             { apt-get update -q >/dev/null 2>&1 &&
-              apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1; } ||
+              apt-get install -y -q etcd-server etcd-client iproute2 >/dev/null 2>&1; } ||
             echo "test.sh: could not install etcd-server/etcd-client" >&2
     else
         echo "test.sh: etcdctl or /usr/bin/etcd missing and cannot install them; those tests will skip" >&2

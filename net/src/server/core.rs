@@ -308,7 +308,8 @@ impl Core {
             member_id: raft.id().0,
             leader: raft.leader().0,
             term: raft.term().0,
-            raft_index: raft.log().last_index().0,
+            // etcd reports the committed index here.
+            raft_index: raft.log().committed().0,
             applied_index: raft.log().applied().0,
             revision: sm.mvcc().current_revision(),
             db_size: sm.mvcc().encoded_size_hint() as i64,
@@ -318,6 +319,8 @@ impl Core {
                 .alarms()
                 .map(|(m, k)| format!("memberID:{m} alarm:{} ", k.name()))
                 .chain(self.errors.iter().cloned())
+                // etcd adds this whenever the member knows no leader.
+                .chain((raft.leader().0 == 0).then(|| NodeError::NoLeader.to_string()))
                 .collect(),
         }
     }
