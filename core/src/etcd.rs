@@ -210,6 +210,11 @@ impl EtcdState {
     }
 
     fn apply_put(&mut self, index: LogIndex, p: &PutRequest) -> Response {
+        // A put on its own checks its lease before its key (etcd's `Put`);
+        // inside a txn the key comes first (`checkRequestPut`).
+        if p.lease != 0 && !self.lessor.contains(p.lease) {
+            return Response::Error(EtcdError::LeaseNotFound);
+        }
         if let Err(e) = check_put(&self.mvcc, &self.lessor, p) {
             return Response::Error(e);
         }
@@ -385,9 +390,10 @@ fn check_put(store: &MvccStore, lessor: &Lessor, p: &PutRequest) -> Result<(), E
     Ok(())
 }
 
-/// etcd's `checkRequests` along the taken path: puts need their lease and
-/// (with ignore flags) their key; ranges need an uncompacted, past revision.
-/// A failure aborts the whole txn before anything is written.
+/// etcd's `checkRequests` along the taken path, in etcd's order: first
+/// every put (its key, with ignore flags, then its lease), then every range
+/// (an uncompacted, past revision). A failure aborts the whole txn before
+/// anything is written.
 fn check_txn_ops(
     lessor: &Lessor,
     store: &MvccStore,
@@ -400,12 +406,15 @@ fn check_txn_ops(
         t: &TxnRequest,
         path: &[bool],
         cursor: &mut usize,
+        puts: bool,
     ) -> Result<(), EtcdError> {
         let ok = path.get(*cursor).copied().unwrap_or(false);
         *cursor += 1;
         for op in if ok { &t.success } else { &t.failure } {
             match op {
-                RequestOp::Put(p) => check_put(store, lessor, p)?,
+                RequestOp::Put(p) if puts => check_put(store, lessor, p)?,
+                RequestOp::Put(_) => {}
+                RequestOp::Range(_) if puts => {}
                 RequestOp::Range(r) => {
                     if r.revision != 0 {
                         if r.revision > store.current_revision() {
@@ -417,13 +426,13 @@ fn check_txn_ops(
                     }
                 }
                 RequestOp::DeleteRange(_) => {}
-                RequestOp::Txn(inner) => walk(lessor, store, inner, path, cursor)?,
+                RequestOp::Txn(inner) => walk(lessor, store, inner, path, cursor, puts)?,
             }
         }
         Ok(())
     }
-    let mut cursor = 0;
-    walk(lessor, store, t, path, &mut cursor)
+    walk(lessor, store, t, path, &mut 0, true)?;
+    walk(lessor, store, t, path, &mut 0, false)
 }
 
 fn put_in(w: &mut Write<'_>, lessor: &mut Lessor, p: &PutRequest) -> PutResponse {

@@ -419,7 +419,8 @@ impl WatchRegistry {
                     watch_id: id,
                     canceled: true,
                     compact_revision: store.compact_revision(),
-                    revision: current,
+                    // etcd's compaction cancel carries no header revision.
+                    revision: 0,
                     ..WatchResponse::default()
                 });
                 continue;

@@ -364,16 +364,15 @@ impl Default for MvccStore {
     }
 }
 
-/// Orders key-values for a sort target; ties break by key so results are deterministic.
+/// Orders key-values by a sort target alone (`Ranked` breaks ties by key).
 fn sort_key_cmp(target: SortTarget, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
-    let primary = match target {
+    match target {
         SortTarget::Key => std::cmp::Ordering::Equal,
         SortTarget::Version => a.version.cmp(&b.version),
         SortTarget::Create => a.create_revision.cmp(&b.create_revision),
         SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
         SortTarget::Value => a.value.cmp(&b.value),
-    };
-    primary.then_with(|| a.key.cmp(&b.key))
+    }
 }
 
 /// A key-value in a bounded top-k heap, ordered so the heap's top is the one to evict.
@@ -396,8 +395,11 @@ impl PartialOrd for Ranked {
 }
 impl Ord for Ranked {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // The target decides; ties go in ascending key order either way,
+        // as etcd's (insertion) sort leaves them.
         let c = sort_key_cmp(self.target, &self.kv, &o.kv);
-        if self.descend { c.reverse() } else { c }
+        let c = if self.descend { c.reverse() } else { c };
+        c.then_with(|| self.kv.key.cmp(&o.kv.key))
     }
 }
 
@@ -543,6 +545,16 @@ impl MvccStore {
         };
         let by_key = req.sort_target == SortTarget::Key || order == SortOrder::None;
         let reverse = by_key && order == SortOrder::Descend;
+        let filtered = req.max_mod_revision != 0
+            || req.min_mod_revision != 0
+            || req.max_create_revision != 0
+            || req.min_create_revision != 0;
+        // etcd's quirk: a target without an order (ascending implied) and no
+        // filters fetches `limit + 1` keys in key order, then sorts those.
+        let sort_first_keys = req.sort_order == SortOrder::None
+            && req.sort_target != SortTarget::Key
+            && !filtered
+            && limit.is_some();
 
         let mut count: i64 = if top { self.count_live(&range) } else { 0 };
         if top && req.count_only {
@@ -582,6 +594,12 @@ impl MvccStore {
                     break;
                 }
             } else {
+                if sort_first_keys && limit.is_some_and(|l| matched > l + 1) {
+                    if top {
+                        break;
+                    }
+                    continue;
+                }
                 let r = Ranked {
                     kv: to_kv(Bytes::copy_from_slice(k), &v),
                     target: req.sort_target,

@@ -147,10 +147,34 @@ impl EtcdModel {
             };
             (primary, kv.key.clone())
         };
+        let filtered = r.max_mod_revision != 0
+            || r.min_mod_revision != 0
+            || r.max_create_revision != 0
+            || r.min_create_revision != 0;
+        if r.sort_order == SortOrder::None
+            && r.sort_target != SortTarget::Key
+            && !filtered
+            && r.limit > 0
+        {
+            // etcd fetches `limit + 1` keys in key order before it sorts.
+            kvs.truncate(r.limit as usize + 1);
+        }
         if order != SortOrder::None {
-            kvs.sort_by_key(sort_key);
-            if order == SortOrder::Descend {
-                kvs.reverse();
+            if r.sort_target == SortTarget::Key {
+                kvs.sort_by_key(sort_key);
+                if order == SortOrder::Descend {
+                    kvs.reverse();
+                }
+            } else if order == SortOrder::Descend {
+                // Ties stay in ascending key order (etcd's insertion sort).
+                kvs.sort_by(|a, b| {
+                    sort_key(b)
+                        .0
+                        .cmp(&sort_key(a).0)
+                        .then_with(|| a.key.cmp(&b.key))
+                });
+            } else {
+                kvs.sort_by_key(sort_key);
             }
         }
         let mut more = false;
@@ -192,18 +216,33 @@ impl EtcdModel {
         }
     }
 
+    /// etcd checks every put on the taken path first, then every range.
     fn check_ops(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        current: i64,
+        compacted: i64,
+    ) -> Result<(), EtcdError> {
+        self.check_pass(t, path, &mut 0, current, compacted, true)?;
+        self.check_pass(t, path, &mut 0, current, compacted, false)
+    }
+
+    fn check_pass(
         &self,
         t: &TxnRequest,
         path: &[bool],
         i: &mut usize,
         current: i64,
         compacted: i64,
+        puts: bool,
     ) -> Result<(), EtcdError> {
         let ok = path[*i];
         *i += 1;
         for op in if ok { &t.success } else { &t.failure } {
             match op {
+                RequestOp::Put(_) | RequestOp::Range(_)
+                    if puts != matches!(op, RequestOp::Put(_)) => {}
                 RequestOp::Put(p) => {
                     if (p.ignore_value || p.ignore_lease) && self.at(&p.key, current).is_none() {
                         return Err(EtcdError::KeyNotFound);
@@ -221,7 +260,9 @@ impl EtcdModel {
                     }
                 }
                 RequestOp::DeleteRange(_) => {}
-                RequestOp::Txn(inner) => self.check_ops(inner, path, i, current, compacted)?,
+                RequestOp::Txn(inner) => {
+                    self.check_pass(inner, path, i, current, compacted, puts)?
+                }
             }
         }
         Ok(())
@@ -238,7 +279,7 @@ impl EtcdModel {
             Request::Txn(t) if !t.has_writes() => {
                 let mut path = vec![];
                 self.path_at(t, h, &mut path);
-                if let Err(e) = self.check_ops(t, &path, &mut 0, h, compacted) {
+                if let Err(e) = self.check_ops(t, &path, h, compacted) {
                     return Response::Error(e);
                 }
                 let mut cursor = 0;
@@ -292,7 +333,11 @@ impl EtcdModel {
                     success: vec![RequestOp::Put(p.clone())],
                     failure: vec![],
                 };
-                if let Err(e) = self.check_ops(&t, &[true], &mut 0, self.rev, self.compacted) {
+                // Alone, a put's lease is checked before its key.
+                if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+                    return Response::Error(EtcdError::LeaseNotFound);
+                }
+                if let Err(e) = self.check_ops(&t, &[true], self.rev, self.compacted) {
                     return Response::Error(e);
                 }
                 let mut w = ModelWrite::new(self);
@@ -314,7 +359,7 @@ impl EtcdModel {
             Request::Txn(t) => {
                 let mut path = vec![];
                 self.path_at(t, self.rev, &mut path);
-                if let Err(e) = self.check_ops(t, &path, &mut 0, self.rev, self.compacted) {
+                if let Err(e) = self.check_ops(t, &path, self.rev, self.compacted) {
                     return Response::Error(e);
                 }
                 let mut w = ModelWrite::new(self);

@@ -472,8 +472,10 @@ impl maintenance_server::Maintenance for Maintenance {
         };
         match self.0.call(r, mode).await? {
             (req::Response::Alarms { alarms, revision }, term) => {
+                // etcd 3.4 answers alarms without a header.
+                let _ = (revision, term);
                 Ok(Response::new(pb::AlarmResponse {
-                    header: Some(self.0.header(revision, term)),
+                    header: None,
                     alarms: alarms
                         .into_iter()
                         .map(|(member_id, k)| pb::AlarmMember {
@@ -517,10 +519,8 @@ impl maintenance_server::Maintenance for Maintenance {
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         // Nothing to do: compaction frees memory at once and the WAL and
         // snapshots need no defragmentation.
-        let (rev, term) = self.0.current().await;
-        Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.0.header(rev, term)),
-        }))
+        // etcd answers without a header.
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -613,12 +613,13 @@ impl maintenance_server::Maintenance for Maintenance {
         }
         match rx.await {
             Ok(Ok(())) => {
-                let (rev, term) = self.0.current().await;
-                Ok(Response::new(pb::MoveLeaderResponse {
-                    header: Some(self.0.header(rev, term)),
-                }))
+                // etcd answers without a header.
+                Ok(Response::new(pb::MoveLeaderResponse { header: None }))
             }
-            Ok(Err(why)) if why == "etcdserver: not leader" => {
+            Ok(Err(why))
+                if why == "etcdserver: not leader"
+                    || why == "etcdserver: bad leader transferee" =>
+            {
                 Err(Status::failed_precondition(why))
             }
             Ok(Err(why)) => Err(Status::unavailable(why)),

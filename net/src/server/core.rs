@@ -107,6 +107,9 @@ pub struct CoreParts {
     /// Campaign as soon as this member may (a new cluster of one need not
     /// wait an election timeout to lead).
     pub campaign: bool,
+    /// Told once this member's attributes are applied (etcd serves clients
+    /// only from then on).
+    pub published: Option<oneshot::Sender<()>>,
 }
 
 /// After a failed sync, how long before the next try.
@@ -145,6 +148,7 @@ struct Core {
     term_out: Arc<AtomicU64>,
     db_size_out: Arc<AtomicU64>,
     campaign: bool,
+    published: Option<oneshot::Sender<()>>,
 }
 
 /// Runs the loop until shutdown or until the channel closes.
@@ -172,6 +176,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         term_out: parts.term,
         db_size_out: parts.db_size,
         campaign: parts.campaign,
+        published: parts.published,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
     let mut next_tick = Instant::now() + core.tick;
@@ -411,6 +416,9 @@ impl Core {
                         &[("local-member-id", V::X(self.node.id().0))],
                     );
                     self.publish = None;
+                    if let Some(tx) = self.published.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 other => {
                     log::warn(

@@ -196,6 +196,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let mut transport = peer::Transport::start(rt.handle(), local, cluster_id, &peers);
 
     let (tx, rx) = std::sync::mpsc::channel::<CoreMsg>();
+    let (published_tx, published_rx) = tokio::sync::oneshot::channel();
     let handle = CoreHandle::new(tx);
     let term = Arc::new(AtomicU64::new(0));
     let db_size = Arc::new(AtomicU64::new(0));
@@ -213,6 +214,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         term: term.clone(),
         db_size: db_size.clone(),
         campaign: fresh && members.len() == 1,
+        published: Some(published_tx),
     };
     let core_thread = std::thread::Builder::new()
         .name("etcd-core".into())
@@ -229,7 +231,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         quota_bytes: cfg.quota_backend_bytes_effective(),
     });
 
-    let result = rt.block_on(serve(&cfg, api, handle.clone(), cluster_id));
+    let result = rt.block_on(serve(&cfg, api, handle.clone(), cluster_id, published_rx));
     // Stop the core whatever happened, and wait for it to sync.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     if handle.send(CoreMsg::Shutdown(done_tx)) {
@@ -254,6 +256,7 @@ async fn serve(
     api: api::Shared,
     core: CoreHandle,
     cluster_id: u64,
+    published: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), ServerError> {
     let max_msg = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -286,6 +289,20 @@ async fn serve(
                         },
                     ),
             ));
+        }
+    }
+    // As etcd: clients are served once this member has published itself
+    // through the log (so every member list shows its client URLs), which
+    // needs a quorum. A signal meanwhile still stops the server.
+    tokio::select! {
+        r = published => {
+            if r.is_err() {
+                return Err(err("the core stopped before this member was published"));
+            }
+        }
+        _ = wait_for_signal() => {
+            let _ = stop_tx.send(true);
+            return Ok(());
         }
     }
     for url in &cfg.listen_client_urls {
