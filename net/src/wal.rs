@@ -313,7 +313,9 @@ impl Wal {
 
         let mut replay = WalReplay::default();
         let mut closed = Vec::new();
-        let mut tail: Option<(u64, PathBuf, usize)> = None;
+        // The last segment: its number, path, end of its last batch, and end of
+        // any non-zero bytes after that.
+        let mut tail: Option<(u64, PathBuf, usize, Option<usize>)> = None;
         for (k, seq) in seqs.iter().enumerate() {
             let path = segment_path(&wal_dir, *seq);
             let bytes = fs::read(&path).map_err(io_err(&path, "read segment"))?;
@@ -349,7 +351,14 @@ impl Wal {
                 }
             };
             if last_segment {
-                tail = Some((*seq, path, end));
+                // Where the bytes after the last complete batch stop being
+                // zero (a torn tail to wipe), found in the copy read here:
+                // scanning the map instead would page in the whole segment.
+                let dirty_to = bytes
+                    .get(end..)
+                    .and_then(|rest| rest.iter().rposition(|&b| b != 0))
+                    .map(|p| end + p + 1);
+                tail = Some((*seq, path, end, dirty_to));
             } else {
                 closed.push(Segment {
                     seq: *seq,
@@ -400,9 +409,9 @@ impl Wal {
             snapshot = Some(s);
         }
 
-        let (seq, path, len) = match tail {
+        let (seq, path, len, dirty_to) = match tail {
             Some(t) => t,
-            None => (0, segment_path(&wal_dir, 0), 0),
+            None => (0, segment_path(&wal_dir, 0), 0, None),
         };
         let exists = path.exists();
         let (file, mut map) = if exists {
@@ -418,9 +427,11 @@ impl Wal {
             (f, m)
         };
         // Cut a torn tail: zero what follows the last complete batch.
-        if map[len..].iter().any(|&b| b != 0) {
-            map[len..].fill(0);
-            map.flush().map_err(io_err(&path, "flush segment"))?;
+        if let Some(to) = dirty_to {
+            let to = to.min(map.len());
+            map[len..to].fill(0);
+            map.flush_range(len, to - len)
+                .map_err(io_err(&path, "flush segment"))?;
         }
         let last_index = replay.entries.last().map_or(0, |e| e.index.0);
         let mut w = Wal {

@@ -280,10 +280,12 @@ async fn serve(
             let mut stop = stop_rx.clone();
             servers.push(tokio::spawn(
                 tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(svc)
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        futures_util::StreamExt::map(
+                            tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            nodelay,
+                        ),
                         async move {
                             let _ = stop.changed().await;
                         },
@@ -312,7 +314,6 @@ async fn serve(
                 .map_err(|e| err(format!("listen tcp {addr}: bind: {e}")))?;
             let mut stop = stop_rx.clone();
             let router = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(KvServer::new(api::Kv(api.clone())).max_decoding_message_size(max_msg))
                 .add_service(WatchServer::new(watch::Watch(api.clone())))
                 .add_service(LeaseServer::new(api::Lease(api.clone())))
@@ -325,7 +326,7 @@ async fn serve(
             // etcd's Go clients may send a URL as the authority; see authority.rs.
             let incoming = futures_util::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| conn.map(authority::FixAuthority::new),
+                |conn| nodelay(conn).map(authority::FixAuthority::new),
             );
             servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
                 incoming,
@@ -357,6 +358,16 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
     }
     Ok(())
+}
+
+/// Accepted sockets send small answers at once. tonic's own `tcp_nodelay`
+/// setting applies only to listeners it binds itself, not to a stream of
+/// accepted connections: without this a unary answer waits ~40 ms for
+/// Nagle and a delayed ACK.
+fn nodelay(conn: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tokio::net::TcpStream> {
+    let s = conn?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 async fn wait_for_signal() {
