@@ -15,7 +15,7 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use etcd_net::pb::etcdserverpb as pb;
@@ -595,29 +595,7 @@ struct Side {
 }
 
 async fn connect(url: &str) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())
-            .expect("url")
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await;
-        if let Ok(ch) = ch {
-            // Serving once a linearizable read answers (a leader exists).
-            let r = KvClient::new(ch.clone())
-                .range(pb::RangeRequest {
-                    key: b("ready?"),
-                    ..Default::default()
-                })
-                .await;
-            if r.is_ok() {
-                return ch;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    connect_ready(url, String::new).await
 }
 
 impl Side {

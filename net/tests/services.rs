@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_net::pb::authpb;
@@ -53,33 +53,7 @@ struct Member {
 async fn start(tag: &str) -> Option<Member> {
     let (bin, ours) = server_bin()?;
     let proc = single(Path::new(&bin), tag);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ch = loop {
-        let ch = tonic::transport::Endpoint::from_shared(proc.client.clone())
-            .expect("url")
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await;
-        if let Ok(ch) = ch {
-            let ready = KvClient::new(ch.clone())
-                .range(pb::RangeRequest {
-                    key: b("ready?"),
-                    ..Default::default()
-                })
-                .await;
-            if ready.is_ok() {
-                break ch;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never became ready:\n{}",
-            proc.client,
-            proc.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ch = connect_ready(&proc.client, || proc.log_text()).await;
     let ml = ClusterClient::new(ch.clone())
         .member_list(pb::MemberListRequest { linearizable: true })
         .await

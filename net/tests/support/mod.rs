@@ -232,3 +232,35 @@ pub fn wait_ready(etcdctl: &Path, endpoint: &str, p: &Proc) {
     }
     panic!("{endpoint} not ready; log:\n{}", p.log_text());
 }
+
+/// A gRPC channel to `url` once it answers a linearizable Range (so it has
+/// a leader and serves); fails the test after 20 s, showing `log()`.
+pub async fn connect_ready(url: &str, log: impl Fn() -> String) -> tonic::transport::Channel {
+    use etcd_net::pb::etcdserverpb::{RangeRequest, kv_client::KvClient};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+            .expect("url")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await;
+        if let Ok(ch) = ch {
+            let ready = KvClient::new(ch.clone())
+                .range(RangeRequest {
+                    key: bytes::Bytes::from_static(b"ready?"),
+                    ..Default::default()
+                })
+                .await;
+            if ready.is_ok() {
+                return ch;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never became ready:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
