@@ -105,6 +105,9 @@ pub struct WalOptions {
     pub segment_bytes: usize,
     /// Snapshot files kept (etcd: `--max-snapshots`, 5).
     pub max_snapshots: usize,
+    /// Where the segments go (etcd: `--wal-dir`); `data-dir/member/wal`
+    /// when `None`.
+    pub wal_dir: Option<PathBuf>,
 }
 
 impl Default for WalOptions {
@@ -112,6 +115,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: 64 * 1024 * 1024,
             max_snapshots: 5,
+            wal_dir: None,
         }
     }
 }
@@ -287,7 +291,10 @@ impl Wal {
         opts: WalOptions,
     ) -> Result<(Wal, Recovered), WalError> {
         let member_dir = data_dir.join("member");
-        let wal_dir = member_dir.join("wal");
+        let wal_dir = opts
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| member_dir.join("wal"));
         let snap_dir = member_dir.join("snap");
         mkdir_0700(data_dir)?;
         mkdir_0700(&member_dir)?;

@@ -326,3 +326,57 @@ fn over_its_quota_a_member_raises_nospace_and_frees_space_by_compaction_alone() 
     let (out, ok) = ctl(&etcdctl, &m.client, &["put", "after", "disarm"], None);
     assert!(ok && out == "OK\n", "{out}");
 }
+
+#[test]
+fn with_wal_dir_the_segments_live_there_and_a_restart_reads_them() {
+    let Some(etcdctl) = etcdctl() else { return };
+    let dir = temp_dir("wal-dir");
+    let (c, p) = (free_port(), free_port());
+    let client = format!("http://127.0.0.1:{c}");
+    let peer = format!("http://127.0.0.1:{p}");
+    let wal_dir = dir.join("separate-wal");
+    let mut m = Proc::start(
+        Path::new(OURS),
+        &dir,
+        client.clone(),
+        peer.clone(),
+        vec![
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--wal-dir={}", wal_dir.display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=default={peer}"),
+        ],
+    );
+    wait_ready(&etcdctl, &m.client, &m);
+    let (out, ok) = ctl(&etcdctl, &m.client, &["put", "k", "v"], None);
+    assert!(ok, "{out}");
+    let segments = |d: &Path| -> usize {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(segments(&wal_dir) > 0, "no segment in --wal-dir");
+    assert_eq!(
+        segments(&dir.join("data/member/wal")),
+        0,
+        "segments in the data dir"
+    );
+    // The write survives a SIGKILL: it was in the separate WAL.
+    m.kill();
+    m.restart();
+    wait_ready(&etcdctl, &m.client, &m);
+    let (out, ok) = ctl(
+        &etcdctl,
+        &m.client,
+        &["get", "k", "--print-value-only"],
+        None,
+    );
+    assert!(ok && out == "v\n", "{out}");
+}

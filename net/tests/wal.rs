@@ -42,6 +42,7 @@ fn opts(segment_bytes: usize) -> WalOptions {
     WalOptions {
         segment_bytes,
         max_snapshots: 3,
+        wal_dir: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn main() {
         WalOptions {
             segment_bytes,
             max_snapshots: 2,
+            wal_dir: None,
         },
     ) {
         Ok(x) => x,

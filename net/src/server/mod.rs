@@ -109,6 +109,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let data_dir = Path::new(&cfg.data_dir);
     let opts = WalOptions {
         max_snapshots: cfg.max_snapshots.max(1) as usize,
+        wal_dir: (!cfg.wal_dir.is_empty()).then(|| cfg.wal_dir_path()),
         ..WalOptions::default()
     };
     let (wal, rec) = Wal::open(data_dir, NodeId(local), cluster_id, opts).map_err(err)?;
