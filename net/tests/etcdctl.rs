@@ -27,14 +27,16 @@ fn normalize(out: &str, p: &Proc) -> String {
         .replace(&p.peer, "PEER_URL");
     s = s.replace(&host(&p.client), "CLIENT");
     for (re, to) in [
+        // Decimal IDs first: a 14- to 16-digit decimal also looks like hex.
         (r#""cluster_id":\d+,"member_id":\d+,"#, ""),
         (r#""raft_term":\d+"#, r#""raft_term":T"#),
-        (r"\b[0-9a-f]{14,16}\b", "ID"),
-        (r"took = \S+", "took = T"),
         (r#""(ClusterID|MemberID|RaftTerm)" : \d+"#, r#""$1" : N"#),
         (r#""ID":\d+"#, r#""ID":N"#),
+        // Then hex member and lease IDs as etcdctl prints them.
+        (r"\b[0-9a-f]{14,16}\b", "ID"),
+        (r"took = \S+", "took = T"),
         // The first second of a lease may or may not have passed.
-        (r"remaining\((59|60)s\)", "remaining(~60s)"),
+        (r"remaining\((5[7-9]|60)s\)", "remaining(~60s)"),
     ] {
         s = Regex::new(re)
             .expect("regex")
@@ -164,7 +166,7 @@ fn script(etcdctl: &Path, p: &Proc) -> Vec<String> {
         let args: Vec<String> = s.args.iter().map(|a| a.replace("LEASE", &lease)).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = if s.watch {
-            ctl_for(etcdctl, &ep, &args, Duration::from_millis(1500))
+            ctl_for(etcdctl, &ep, &args, Duration::from_millis(2500))
         } else {
             let (out, ok) = ctl(etcdctl, &ep, &args, s.stdin);
             format!("{out}[ok={ok}]")
