@@ -151,6 +151,13 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // Data directories hold preallocated 64 MB segments: remove them,
+        // unless the test failed (then the logs there explain why).
+        if std::thread::panicking() {
+            eprintln!("kept {} for the logs", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
