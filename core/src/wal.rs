@@ -639,6 +639,22 @@ pub struct WalReplay {
 }
 
 impl WalReplay {
+    /// What a restart recovers: the hard state, the snapshot the replay
+    /// named (read by the caller), and the entries after that snapshot.
+    pub fn into_recovered(self, snapshot: Option<crate::raft::Snapshot>) -> crate::raft::Recovered {
+        let snap_index = snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.index);
+        crate::raft::Recovered {
+            hard_state: self.hard_state,
+            snapshot,
+            entries: self
+                .entries
+                .into_iter()
+                .filter(|e| e.index > snap_index)
+                .collect(),
+            lost_state: false,
+        }
+    }
+
     pub fn apply(&mut self, rec: WalRecord) -> Result<(), String> {
         match rec {
             WalRecord::Meta { member, cluster_id } => match self.meta {
@@ -704,51 +720,4 @@ pub fn records_of(p: &crate::node::Persist) -> Vec<WalRecord> {
         out.push(WalRecord::HardState(hs));
     }
     out
-}
-
-/// Writes seed inputs for the fuzz targets (`CORPUS_DIR=fuzz/corpus cargo test -p etcd-core write_fuzz_corpus`).
-#[cfg(test)]
-#[test]
-fn write_fuzz_corpus() {
-    let Ok(dir) = std::env::var("CORPUS_DIR") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    let recs = vec![
-        WalRecord::Meta {
-            member: NodeId(1),
-            cluster_id: 7,
-        },
-        WalRecord::Entry(Entry {
-            term: Term(1),
-            index: LogIndex(1),
-            kind: EntryKind::Normal,
-            data: Bytes::from_static(b"abc"),
-        }),
-        WalRecord::HardState(HardState {
-            term: Term(1),
-            vote: NodeId(1),
-            commit: LogIndex(1),
-        }),
-        WalRecord::Snapshot {
-            index: LogIndex(1),
-            term: Term(1),
-        },
-    ];
-    let seg = encode_batch(&recs, 1, 0);
-    std::fs::write(dir.join("wal_frame/batch"), &seg).unwrap();
-    let mut two = seg.to_vec();
-    two.extend_from_slice(&encode_batch(&recs[1..2], 1, seg.len() as u64));
-    std::fs::write(dir.join("wal_segment/two_batches"), &two).unwrap();
-    let snap = crate::raft::Snapshot {
-        meta: crate::raft::SnapshotMeta {
-            index: LogIndex(3),
-            term: Term(1),
-            conf: Default::default(),
-        },
-        data: <crate::etcd::EtcdState as crate::node::StateMachine>::snapshot(
-            &crate::etcd::EtcdState::default(),
-        ),
-    };
-    std::fs::write(dir.join("snapshot/empty_state"), snapfile::encode(&snap)).unwrap();
 }

@@ -469,21 +469,7 @@ impl Wal {
             w.pending.push(WalRecord::Meta { member, cluster_id });
             w.sync()?;
         }
-        let snap_index = snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.index);
-        let entries: Vec<_> = replay
-            .entries
-            .into_iter()
-            .filter(|e| e.index > snap_index)
-            .collect();
-        Ok((
-            w,
-            Recovered {
-                hard_state: replay.hard_state,
-                snapshot,
-                entries,
-                lost_state: false,
-            },
-        ))
+        Ok((w, replay.into_recovered(snapshot)))
     }
 
     /// Notes a durable snapshot file (pruned once its marker is durable).
@@ -827,16 +813,6 @@ impl Storage for Wal {
             }
             None => None,
         };
-        let snap_index = snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.index);
-        Ok(Recovered {
-            hard_state: replay.hard_state,
-            snapshot,
-            entries: replay
-                .entries
-                .into_iter()
-                .filter(|e| e.index > snap_index)
-                .collect(),
-            lost_state: false,
-        })
+        Ok(replay.into_recovered(snapshot))
     }
 }

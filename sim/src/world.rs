@@ -244,18 +244,8 @@ impl SimDisk {
         let snapshot = replay
             .snapshot
             .and_then(|(i, t)| self.snaps.get(&(i, t)).cloned());
-        let snap_index = snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.meta.index);
         self.durable = replay.clone();
-        Ok(Recovered {
-            hard_state: replay.hard_state,
-            snapshot,
-            entries: replay
-                .entries
-                .into_iter()
-                .filter(|e| e.index > snap_index)
-                .collect(),
-            lost_state: false,
-        })
+        Ok(replay.into_recovered(snapshot))
     }
 
     /// Nothing was ever written.
