@@ -34,7 +34,6 @@ pub struct Api {
     pub core: CoreHandle,
     pub cluster_id: u64,
     pub member_id: u64,
-    pub max_request_bytes: usize,
     /// The Raft term as the core last published it.
     pub term: Arc<std::sync::atomic::AtomicU64>,
     /// The state's size in bytes as the core last published it.
@@ -109,7 +108,7 @@ impl kv_server::Kv for Kv {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let r = range_in(request.into_inner())?;
+        let r = range_in(request.into_inner());
         let mode = if r.serializable {
             Mode::Serializable
         } else {

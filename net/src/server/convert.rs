@@ -68,13 +68,11 @@ pub fn event_out(e: m::Event) -> mvccpb::Event {
     }
 }
 
-pub fn range_in(r: pb::RangeRequest) -> Result<m::RangeRequest, Status> {
+/// Unknown sort values read as the defaults, as etcd's server reads them.
+pub fn range_in(r: pb::RangeRequest) -> m::RangeRequest {
     let sort_order = match r.sort_order {
-        0 => m::SortOrder::None,
         1 => m::SortOrder::Ascend,
         2 => m::SortOrder::Descend,
-        // etcd rejects unknown enum values the same way (grpc-go decodes
-        // them, etcd's server then reads them as "none"); be explicit.
         _ => m::SortOrder::None,
     };
     let sort_target = match r.sort_target {
@@ -85,7 +83,7 @@ pub fn range_in(r: pb::RangeRequest) -> Result<m::RangeRequest, Status> {
         4 => m::SortTarget::Value,
         _ => m::SortTarget::Key,
     };
-    Ok(m::RangeRequest {
+    m::RangeRequest {
         key: r.key,
         range_end: r.range_end,
         limit: r.limit,
@@ -99,7 +97,7 @@ pub fn range_in(r: pb::RangeRequest) -> Result<m::RangeRequest, Status> {
         max_mod_revision: r.max_mod_revision,
         min_create_revision: r.min_create_revision,
         max_create_revision: r.max_create_revision,
-    })
+    }
 }
 
 pub fn put_in(p: pb::PutRequest) -> m::PutRequest {
@@ -174,7 +172,7 @@ fn compare_in(c: pb::Compare) -> Result<m::Compare, Status> {
 fn op_in(op: pb::RequestOp) -> Result<m::RequestOp, Status> {
     use pb::request_op::Request as R;
     match op.request {
-        Some(R::RequestRange(r)) => Ok(m::RequestOp::Range(range_in(r)?)),
+        Some(R::RequestRange(r)) => Ok(m::RequestOp::Range(range_in(r))),
         Some(R::RequestPut(p)) => Ok(m::RequestOp::Put(put_in(p))),
         Some(R::RequestDeleteRange(d)) => Ok(m::RequestOp::DeleteRange(delete_in(d))),
         Some(R::RequestTxn(t)) => Ok(m::RequestOp::Txn(txn_in(t)?)),

@@ -98,8 +98,6 @@ pub struct CoreParts {
     /// This member's name and client URLs, published through the log once
     /// there is a leader (etcd's "published local member to cluster").
     pub publish: Option<Request>,
-    /// This member's name, for logs.
-    pub name: String,
     /// The current Raft term, published for response headers.
     pub term: Arc<AtomicU64>,
     /// The state's size (bytes), published for the quota check.

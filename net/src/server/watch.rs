@@ -21,6 +21,15 @@ use crate::pb::etcdserverpb::watch_server;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
+/// A new core watch stream whose responses come to the receiver; `None` if
+/// the core has stopped.
+fn open_stream(core: &CoreHandle) -> Option<(StreamId, mpsc::UnboundedReceiver<WatchResponse>)> {
+    let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    core.send(CoreMsg::WatchOpen { stream, tx })
+        .then_some((stream, rx))
+}
+
 /// A watch the server keeps for itself (the Lock and Election services wait
 /// on keys with it): a core watch stream of its own holding one watcher.
 /// Every response received is acknowledged to the core; dropping it closes
@@ -35,11 +44,7 @@ impl CoreWatch {
     /// Opens a stream and creates `create` on it; `None` if the core has
     /// stopped.
     pub(crate) fn open(core: &CoreHandle, create: WatchCreate) -> Option<CoreWatch> {
-        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        if !core.send(CoreMsg::WatchOpen { stream, tx }) {
-            return None;
-        }
+        let (stream, rx) = open_stream(core)?;
         let w = CoreWatch {
             stream,
             rx,
@@ -111,14 +116,8 @@ impl watch_server::Watch for Watch {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
-        let (core_tx, mut core_rx) = mpsc::unbounded_channel::<WatchResponse>();
-        if !self.0.core.send(CoreMsg::WatchOpen {
-            stream,
-            tx: core_tx,
-        }) {
-            return Err(Status::unavailable("etcdserver: server stopped"));
-        }
+        let (stream, mut core_rx) = open_stream(&self.0.core)
+            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))?;
         let mut input = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<Result<pb::WatchResponse, Status>>(64);
 
