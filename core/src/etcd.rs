@@ -11,7 +11,7 @@ use crate::error::EtcdError;
 use crate::lease::{LeaseProposal, LeaseTiming, Lessor};
 use crate::mvcc::store::{EncodeJob, MvccStore, Write};
 use crate::mvcc::types::*;
-use crate::node::StateMachine;
+use crate::node::{PREFETCH_AHEAD, StateMachine};
 use crate::raft::ConfChange;
 use crate::request::{
     self, AlarmAction, AlarmKind, ApiLimits, AuthRequest, AuthResponse, Request, Response,
@@ -192,6 +192,12 @@ impl EtcdState {
         self.mvcc.current_revision()
     }
 
+    /// Whether a write's events have anyone to go to: a watcher, or the
+    /// driver observing them.
+    fn wants_events(&self) -> bool {
+        self.cfg.observe_events || self.watches.watchers() > 0
+    }
+
     /// Records a finished write's events; returns the store revision.
     fn record(&mut self, index: LogIndex, events: Vec<Event>) -> i64 {
         let rev = self.mvcc.current_revision();
@@ -218,7 +224,8 @@ impl EtcdState {
         if let Err(e) = check_put(&self.mvcc, &self.lessor, p) {
             return Response::Error(e);
         }
-        let mut w = self.mvcc.write();
+        let events = self.wants_events();
+        let mut w = self.mvcc.write_with(events);
         let resp = put_in(&mut w, &mut self.lessor, p);
         {
             let events = w.finish();
@@ -228,7 +235,8 @@ impl EtcdState {
     }
 
     fn apply_delete(&mut self, index: LogIndex, d: &DeleteRangeRequest) -> Response {
-        let mut w = self.mvcc.write();
+        let events = self.wants_events();
+        let mut w = self.mvcc.write_with(events);
         let resp = delete_in(&mut w, &mut self.lessor, d);
         {
             let events = w.finish();
@@ -243,7 +251,8 @@ impl EtcdState {
         if let Err(e) = check_txn_ops(&self.lessor, &self.mvcc, t, &path) {
             return Response::Error(e);
         }
-        let mut w = self.mvcc.write();
+        let events = self.wants_events();
+        let mut w = self.mvcc.write_with(events);
         let mut cursor = 0;
         let mut resp = txn_in(&mut w, &mut self.lessor, t, &path, &mut cursor);
         let rev = {
@@ -260,7 +269,8 @@ impl EtcdState {
             Err(e) => Response::Error(e),
             Ok(None) => Response::Internal,
             Ok(Some(keys)) => {
-                let mut w = self.mvcc.write();
+                let events = self.wants_events();
+                let mut w = self.mvcc.write_with(events);
                 for k in keys {
                     w.delete_range(&k, &[]);
                 }
@@ -441,20 +451,22 @@ fn put_in(w: &mut Write<'_>, lessor: &mut Lessor, p: &PutRequest) -> PutResponse
     } else {
         None
     };
+    let kept;
     let value = if p.ignore_value {
-        existing
+        kept = existing
             .as_ref()
             .map(|kv| kv.value.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        &kept
     } else {
-        p.value.clone()
+        &p.value
     };
     let lease = if p.ignore_lease {
         existing.as_ref().map_or(0, |kv| kv.lease)
     } else {
         p.lease
     };
-    let prev = w.put(p.key.clone(), value, lease);
+    let prev = w.put(&p.key, value, lease);
     if let Some(old) = prev
         .as_ref()
         .filter(|kv| kv.lease != 0 && kv.lease != lease)
@@ -668,6 +680,25 @@ impl StateMachine for EtcdState {
             _ => return self.read(req),
         }
         Response::Internal
+    }
+
+    fn prefetch(&self, reqs: &[Request]) {
+        let mut keys: [&[u8]; PREFETCH_AHEAD] = [&[]; PREFETCH_AHEAD];
+        let mut n = 0;
+        for req in reqs {
+            keys[n] = match req {
+                Request::Put(p) => &p.key,
+                Request::Range(r) if r.range_end.is_empty() => &r.key,
+                Request::DeleteRange(d) if d.range_end.is_empty() => &d.key,
+                _ => continue,
+            };
+            n += 1;
+            if n == keys.len() {
+                self.mvcc.warm(&keys);
+                n = 0;
+            }
+        }
+        self.mvcc.warm(&keys[..n]);
     }
 
     fn read(&self, req: &Request) -> Response {

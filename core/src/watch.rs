@@ -519,8 +519,8 @@ mod tests {
         let mut w = store.write();
         let _ = PutRequest::default();
         w.put(
-            Bytes::from_static(key.as_bytes()),
-            Bytes::from_static(b"v"),
+            &Bytes::from_static(key.as_bytes()),
+            &Bytes::from_static(b"v"),
             0,
         );
         let events = w.finish();

@@ -471,6 +471,35 @@ impl KeyIndex {
         Self::search(leaf, keys, key).ok().map(|i| leaf.slots[i])
     }
 
+    /// Reads every cache line of the leaf `key` belongs in; returns the leaf
+    /// and a value made of what was read (see `MvccStore::warm`).
+    pub(crate) fn touch_leaf(&self, key: &[u8]) -> (u32, u64) {
+        let id = self.find_leaf(key);
+        let leaf = &self.leaves[id as usize];
+        let mut sum = u64::from(leaf.len);
+        // 8 hints or 16 slots per 64-byte line.
+        for h in leaf.hints.iter().step_by(8) {
+            sum = sum.wrapping_add(*h);
+        }
+        for s in leaf.slots.iter().step_by(16) {
+            sum = sum.wrapping_add(u64::from(*s));
+        }
+        (id, sum)
+    }
+
+    /// Searches `leaf` for `key` as an insert will, reading the keys that
+    /// break ties; returns the position (see `MvccStore::warm`).
+    pub(crate) fn touch_search<K: KeySource + ?Sized>(
+        &self,
+        keys: &K,
+        leaf: u32,
+        key: &[u8],
+    ) -> u64 {
+        match Self::search(&self.leaves[leaf as usize], keys, key) {
+            Ok(i) | Err(i) => i as u64,
+        }
+    }
+
     /// Adds `key` under `handle`; false (and no change) if it is already there.
     pub(crate) fn insert<K: KeySource + ?Sized>(
         &mut self,

@@ -3,6 +3,7 @@
 mod index;
 mod record;
 pub mod store;
+mod table;
 pub mod types;
 
 pub use store::{EncodeJob, MvccStore, Write};

@@ -25,12 +25,12 @@
 use std::collections::{BinaryHeap, VecDeque};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use hashbrown::HashTable;
 
 use crate::codec::{self, DecodeError, Reader};
 use crate::error::EtcdError;
 use crate::mvcc::index::{KeyIndex, KeySource, LIVE, MAX_HANDLE};
 use crate::mvcc::record::{self, Meta, Ver};
+use crate::mvcc::table::KeyTable;
 use crate::mvcc::types::*;
 
 /// A key's slot.
@@ -53,8 +53,6 @@ struct History {
 #[derive(Clone, Debug, Default)]
 struct Records {
     recs: Vec<KeyRec>,
-    /// Each slot's key hash, so the lookup table can grow without rereading keys.
-    hashes: Vec<u32>,
     free: Vec<u32>,
 }
 
@@ -65,10 +63,9 @@ impl KeySource for Records {
 }
 
 impl Records {
-    fn alloc(&mut self, data: Box<[u8]>, hash: u32) -> u32 {
+    fn alloc(&mut self, data: Box<[u8]>) -> u32 {
         if let Some(h) = self.free.pop() {
             self.recs[h as usize] = KeyRec { data, hist: None };
-            self.hashes[h as usize] = hash;
             return h;
         }
         // 2^31 keys would take well over 50 GB; the index reserves the top bit.
@@ -77,13 +74,7 @@ impl Records {
             .filter(|&h| h <= MAX_HANDLE)
             .expect("fewer than 2^31 keys");
         self.recs.push(KeyRec { data, hist: None });
-        self.hashes.push(hash);
         h
-    }
-
-    /// The handle the next `alloc` returns.
-    fn next_handle(&self) -> u32 {
-        self.free.last().copied().unwrap_or(self.recs.len() as u32)
     }
 
     fn release(&mut self, h: u32) {
@@ -216,12 +207,6 @@ fn hash_key(key: &[u8]) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// The table's 64-bit hash from a stored 32-bit one: the multiply spreads it
-/// to the high bits, which hashbrown uses as tags.
-fn spread(hash: u32) -> u64 {
-    u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
 /// The handles changed at each revision. Revisions are dense: every write
 /// that changes something takes the next one, and only such writes do.
 #[derive(Clone, Debug, Default)]
@@ -307,7 +292,7 @@ pub struct MvccStore {
     recs: Records,
     /// Handle by key hash. Probed only, never iterated (so its order never
     /// matters); the hash is fixed, so it is the same on every member.
-    lookup: HashTable<u32>,
+    lookup: KeyTable,
     index: KeyIndex,
     current: i64,
     compacted: i64,
@@ -325,7 +310,14 @@ pub struct MvccStore {
     /// and versions come and go, so an encode can reserve its buffer once
     /// instead of growing (and copying) it while writes wait.
     encoded_size: u64,
+    /// A finished write's `changed` list, kept (empty) for the next write so
+    /// that a write allocates nothing for it.
+    spare: Vec<Change>,
 }
+
+/// A handle changed by a write; for a put whose event is wanted, the key and
+/// value as given, which the event shares instead of copying.
+type Change = (u32, Option<(Bytes, Bytes)>);
 
 /// What a key and a version add to the encoding: the bytes, and room for
 /// the varints (revisions of up to 2^35 and a lease id; more is rare, and
@@ -407,7 +399,7 @@ impl MvccStore {
     pub fn new() -> MvccStore {
         MvccStore {
             recs: Records::default(),
-            lookup: HashTable::new(),
+            lookup: KeyTable::default(),
             index: KeyIndex::new(),
             current: 1,
             compacted: 0,
@@ -415,6 +407,7 @@ impl MvccStore {
             hold: false,
             deferred: None,
             encoded_size: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -455,9 +448,7 @@ impl MvccStore {
 
     fn find_hashed(&self, key: &[u8], hash: u32) -> Option<u32> {
         let recs = &self.recs;
-        self.lookup
-            .find(spread(hash), |&h| recs.key(h) == key)
-            .copied()
+        self.lookup.find(hash, |h| recs.key(h) == key)
     }
 
     fn find(&self, key: &[u8]) -> Option<u32> {
@@ -468,6 +459,54 @@ impl MvccStore {
     fn latest_live(&self, key: &[u8]) -> Option<(&[u8], Ver<'_>)> {
         let (k, v) = self.recs.latest(self.find(key)?);
         (!v.is_tombstone()).then_some((k, v))
+    }
+
+    /// Reads, for a few keys at a time, what looking them up or writing them
+    /// will read: their lookup slots, their records, and for a key not stored
+    /// yet the index leaf it goes into and the keys a search there compares.
+    /// Each step's cache misses for the keys of a group overlap, where the
+    /// lookups themselves take their misses one after another. Changes
+    /// nothing; a driver calls it on requests it is about to apply or serve.
+    pub fn warm(&self, keys: &[&[u8]]) {
+        const GROUP: usize = 16;
+        let mut sum = 0u64;
+        for group in keys.chunks(GROUP) {
+            let mut hashes = [0u32; GROUP];
+            for (h, k) in hashes.iter_mut().zip(group) {
+                *h = hash_key(k);
+                sum = sum.wrapping_add(self.lookup.touch(*h));
+            }
+            // A 32-bit hash match is almost always the key; a wrong guess
+            // only wastes the warming.
+            let mut found = [None; GROUP];
+            for (f, h) in found.iter_mut().zip(&hashes[..group.len()]) {
+                *f = self.lookup.first_with_hash(*h);
+                if let Some(h) = *f {
+                    sum = sum.wrapping_add(self.recs.recs[h as usize].data.len() as u64);
+                }
+            }
+            let mut leaves = [None; GROUP];
+            for ((f, leaf), k) in found.iter().zip(&mut leaves).zip(group) {
+                match *f {
+                    Some(h) => {
+                        for b in self.recs.recs[h as usize].data.iter().step_by(64) {
+                            sum = sum.wrapping_add(u64::from(*b));
+                        }
+                    }
+                    None => {
+                        let (id, s) = self.index.touch_leaf(k);
+                        *leaf = Some(id);
+                        sum = sum.wrapping_add(s);
+                    }
+                }
+            }
+            for (leaf, k) in leaves.iter().zip(group) {
+                if let Some(id) = *leaf {
+                    sum = sum.wrapping_add(self.index.touch_search(&self.recs, id, k));
+                }
+            }
+        }
+        std::hint::black_box(sum);
     }
 
     /// The key-value of `key` at the current revision.
@@ -666,11 +705,19 @@ impl MvccStore {
 
     /// Starts the writes of one request; they get revision `current + 1`.
     pub fn write(&mut self) -> Write<'_> {
+        self.write_with(true)
+    }
+
+    /// [`MvccStore::write`], saying whether [`Write::finish`] should return
+    /// the events (nobody watching, nobody needs them built).
+    pub fn write_with(&mut self, events: bool) -> Write<'_> {
         let rev = self.current + 1;
+        let changed = std::mem::take(&mut self.spare);
         Write {
             store: self,
             rev,
-            changed: Vec::new(),
+            changed,
+            events,
         }
     }
 
@@ -739,11 +786,7 @@ impl MvccStore {
             self.compact_key(h, rev);
         }
         self.log.shrink();
-        if self.lookup.len() < self.lookup.capacity() / 4 {
-            let hashes = &self.recs.hashes;
-            self.lookup
-                .shrink_to(self.lookup.len(), |&h| spread(hashes[h as usize]));
-        }
+        self.lookup.shrink_if_sparse();
     }
 
     /// Of the key in slot `h`'s versions (oldest first), the position of the
@@ -806,13 +849,9 @@ impl MvccStore {
                 removed.is_some_and(|s| s & MAX_HANDLE == h),
                 "compacted key {h} missing from the index"
             );
-            let hash = self.recs.hashes[h as usize];
-            match self.lookup.find_entry(spread(hash), |&x| x == h) {
-                Ok(entry) => {
-                    entry.remove();
-                }
-                Err(_) => panic!("compacted key {h} missing from the lookup table"),
-            }
+            let hash = hash_key(self.recs.key(h));
+            let removed = self.lookup.remove(hash, h);
+            assert!(removed, "compacted key {h} missing from the lookup table");
             self.recs.release(h);
             return;
         }
@@ -1050,8 +1089,7 @@ impl MvccStore {
         // `count` bounded `n` by the input's size: reserving is safe, and
         // saves growing (and rehashing) a million times over.
         store.recs.recs.reserve(n);
-        store.recs.hashes.reserve(n);
-        store.lookup.reserve(n, |_| 0);
+        store.lookup.reserve(n);
         let mut prev_key: Option<&[u8]> = None;
         for _ in 0..n {
             let key = r.bytes()?;
@@ -1096,16 +1134,11 @@ impl MvccStore {
                     .map(|b| version_cost(record::decode_version(b).value.len()))
                     .sum::<u64>();
             let hash = hash_key(key);
-            let h = store
-                .recs
-                .alloc(record::encode_record(key, &meta, value), hash);
+            let h = store.recs.alloc(record::encode_record(key, &meta, value));
             if !older.is_empty() {
                 store.recs.recs[h as usize].hist = Some(Box::new(History { versions: older }));
             }
-            let recs = &store.recs;
-            store
-                .lookup
-                .insert_unique(spread(hash), h, |&x| spread(recs.hashes[x as usize]));
+            store.lookup.insert_new(hash, h);
             // Keys arrive in order, so every insert appends and leaves fill up.
             let inserted = store.index.insert(&store.recs, key, h, meta.version != 0);
             debug_assert!(inserted, "keys are strictly increasing");
@@ -1274,9 +1307,10 @@ pub fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 pub struct Write<'a> {
     store: &'a mut MvccStore,
     rev: i64,
-    /// Handles changed, in order; for a put, the key and value as given,
-    /// which its event shares instead of copying.
-    changed: Vec<(u32, Option<(Bytes, Bytes)>)>,
+    /// Handles changed, in order.
+    changed: Vec<Change>,
+    /// Whether `finish` returns events.
+    events: bool,
 }
 
 impl Write<'_> {
@@ -1314,20 +1348,13 @@ impl Write<'_> {
     }
 
     /// Sets `key`; returns the previous key-value, if it existed.
-    pub fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Option<KeyValue> {
+    pub fn put(&mut self, key: &Bytes, value: &Bytes, lease: i64) -> Option<KeyValue> {
         let rev = self.rev;
         let st = &mut *self.store;
-        let hash = hash_key(&key);
+        let hash = hash_key(key);
         let recs = &st.recs;
-        // One probe finds the key or the free bucket a new key takes.
-        let entry = st.lookup.entry(
-            spread(hash),
-            |&h| recs.key(h) == key,
-            |&h| spread(recs.hashes[h as usize]),
-        );
-        let (handle, prev) = match entry {
-            hashbrown::hash_table::Entry::Occupied(e) => {
-                let h = *e.get();
+        let (handle, prev) = match st.lookup.find(hash, |h| recs.key(h) == &key[..]) {
+            Some(h) => {
                 let rec = &mut st.recs.recs[h as usize];
                 let (_, old) = record::split_record(&rec.data);
                 debug_assert!(old.meta.mod_rev < rev, "key changed twice in one revision");
@@ -1340,49 +1367,46 @@ impl Write<'_> {
                 let prev = was_live.then(|| to_kv(key.clone(), &old));
                 let older = record::encode_version(&old.meta, old.value);
                 rec.data = record::encode_record(
-                    &key,
+                    key,
                     &Meta {
                         mod_rev: rev,
                         create_rev,
                         version,
                         lease,
                     },
-                    &value,
+                    value,
                 );
                 rec.hist
                     .get_or_insert_with(Default::default)
                     .versions
                     .push(older);
                 if !was_live {
-                    let found = st.index.set_live(&st.recs, &key, true);
+                    let found = st.index.set_live(&st.recs, key, true);
                     assert!(found, "a key in the lookup table is in the index");
                 }
                 st.encoded_size += version_cost(value.len());
                 (h, prev)
             }
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                let h = st.recs.next_handle();
-                e.insert(h);
+            None => {
                 let meta = Meta {
                     mod_rev: rev,
                     create_rev: rev,
                     version: 1,
                     lease,
                 };
-                let allocated = st
-                    .recs
-                    .alloc(record::encode_record(&key, &meta, &value), hash);
-                debug_assert_eq!(allocated, h);
-                let inserted = st.index.insert(&st.recs, &key, h, true);
+                let h = st.recs.alloc(record::encode_record(key, &meta, value));
+                st.lookup.insert_new(hash, h);
+                let inserted = st.index.insert(&st.recs, key, h, true);
                 assert!(
                     inserted,
                     "a key missing from the lookup table is missing from the index"
                 );
-                st.encoded_size += key_cost(&key) + version_cost(value.len());
+                st.encoded_size += key_cost(key) + version_cost(value.len());
                 (h, None)
             }
         };
-        self.changed.push((handle, Some((key, value))));
+        let given = self.events.then(|| (key.clone(), value.clone()));
+        self.changed.push((handle, given));
         prev
     }
 
@@ -1428,31 +1452,41 @@ impl Write<'_> {
     /// Commits: the store moves to this revision if anything changed. Returns
     /// the events in the order the changes were made.
     pub fn finish(self) -> Vec<Event> {
-        if self.changed.is_empty() {
+        let Write {
+            store: st,
+            rev,
+            mut changed,
+            events,
+        } = self;
+        if changed.is_empty() {
+            st.spare = changed;
             return Vec::new();
         }
-        let rev = self.rev;
-        let st = self.store;
-        let events: Vec<Event> = self
-            .changed
-            .iter()
-            .map(|(h, given)| {
-                let (v, prev) = st
-                    .recs
-                    .written_at(*h, rev)
-                    .expect("written at this revision");
-                match given {
-                    Some((key, value)) => Event {
-                        kind: EventType::Put,
-                        kv: to_kv_with(key.clone(), &v, value.clone()),
-                        prev_kv: prev.map(|p| to_kv(key.clone(), &p)),
-                    },
-                    None => event_of(st.recs.key(*h), &v, prev),
-                }
-            })
-            .collect();
+        st.log.push(rev, changed.iter().map(|c| c.0));
+        let events: Vec<Event> = if !events {
+            changed.clear();
+            Vec::new()
+        } else {
+            changed
+                .drain(..)
+                .map(|(h, given)| {
+                    let (v, prev) = st
+                        .recs
+                        .written_at(h, rev)
+                        .expect("written at this revision");
+                    match given {
+                        Some((key, value)) => Event {
+                            kind: EventType::Put,
+                            prev_kv: prev.map(|p| to_kv(key.clone(), &p)),
+                            kv: to_kv_with(key, &v, value),
+                        },
+                        None => event_of(st.recs.key(h), &v, prev),
+                    }
+                })
+                .collect()
+        };
         st.current = rev;
-        st.log.push(rev, self.changed.iter().map(|c| c.0));
+        st.spare = changed;
         events
     }
 }
@@ -1464,8 +1498,8 @@ mod tests {
     fn put(s: &mut MvccStore, k: &str, v: &str) -> Vec<Event> {
         let mut w = s.write();
         w.put(
-            Bytes::copy_from_slice(k.as_bytes()),
-            Bytes::copy_from_slice(v.as_bytes()),
+            &Bytes::copy_from_slice(k.as_bytes()),
+            &Bytes::copy_from_slice(v.as_bytes()),
             0,
         );
         w.finish()
@@ -1486,6 +1520,45 @@ mod tests {
             ..RangeRequest::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn warming_changes_nothing() {
+        let mut s = MvccStore::new();
+        for i in 0..2000 {
+            put(&mut s, &format!("k{i:05}"), "v");
+        }
+        del(&mut s, "k00010", "k00020");
+        let before = s.clone();
+        let keys: Vec<String> = (0..30).map(|i| format!("k{:05}", i * 97)).collect();
+        let mut ks: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        ks.extend([&b""[..], b"absent", b"k00015", &[0xff; 300][..]]);
+        s.warm(&ks);
+        s.warm(&[]);
+        assert_eq!(s, before);
+        assert_eq!(s.get(b"k00097").map(|kv| kv.value), Some(Bytes::from("v")));
+    }
+
+    #[test]
+    fn quiet_writes_give_no_events_but_the_same_store() {
+        let mut loud = MvccStore::new();
+        let mut quiet = MvccStore::new();
+        for (i, events) in [(0, true), (1, false)] {
+            let s = if i == 0 { &mut loud } else { &mut quiet };
+            for round in 0..3 {
+                let mut w = s.write_with(events);
+                w.put(&Bytes::from("a"), &Bytes::from(format!("{round}")), 0);
+                w.put(&Bytes::from("b"), &Bytes::from("x"), 0);
+                let evs = w.finish();
+                assert_eq!(evs.len(), if events { 2 } else { 0 });
+            }
+            let mut w = s.write_with(events);
+            w.delete_range(b"a", b"");
+            assert_eq!(w.finish().is_empty(), !events);
+        }
+        assert_eq!(loud, quiet);
+        assert_eq!(loud.events_at(4), quiet.events_at(4));
+        assert_eq!(quiet.events_at(5).len(), 1, "history still has the delete");
     }
 
     fn round_trip(s: &MvccStore) -> MvccStore {
@@ -1646,7 +1719,7 @@ mod tests {
                 _ => {
                     let v = format!("v{step}").into_bytes();
                     let mut w = s.write();
-                    w.put(Bytes::from(k.clone()), Bytes::from(v.clone()), 0);
+                    w.put(&Bytes::from(k.clone()), &Bytes::from(v.clone()), 0);
                     w.finish();
                     m.entry(k).or_default().push((rev, Some(v)));
                 }
@@ -1734,7 +1807,7 @@ mod tests {
             match op {
                 Op::Put(k, v) => {
                     let mut w = s.write();
-                    w.put(key(*k), Bytes::from(vec![*v; 3]), 0);
+                    w.put(&key(*k), &Bytes::from(vec![*v; 3]), 0);
                     w.finish();
                 }
                 Op::Delete(k, n) => {
