@@ -937,8 +937,10 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for shift in (0..70).step_by(7) {
             let b = self.u8()?;
-            // The tenth byte may only carry the top bit of a u64.
-            if shift == 63 && b > 1 {
+            // The tenth byte may only carry the top bit of a u64, and a last
+            // byte of zero after the first is an overlong (non-canonical)
+            // encoding, which the encoder never writes.
+            if (shift == 63 && b > 1) || (shift > 0 && b == 0) {
                 return Err(DecodeError::BadVarint);
             }
             v |= u64::from(b & 0x7f) << shift;

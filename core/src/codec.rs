@@ -85,7 +85,10 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for shift in (0..70).step_by(7) {
             let b = self.u8()?;
-            if shift == 63 && b > 1 {
+            // A u64's tenth byte holds one bit; a last byte of zero after
+            // the first is an overlong encoding, which we never write (so
+            // every input that decodes re-encodes to itself).
+            if (shift == 63 && b > 1) || (shift > 0 && b == 0) {
                 return Err(DecodeError::BadVarint);
             }
             v |= u64::from(b & 0x7f) << shift;
@@ -172,6 +175,22 @@ pub fn decode_conf_change(data: &[u8]) -> Result<ConfChange, DecodeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_canonical_varints_decode() {
+        let decode = |b: &[u8]| Reader::new(b).uvarint();
+        assert_eq!(decode(&[0x00]), Ok(0));
+        assert_eq!(decode(&[0x82, 0x01]), Ok(130));
+        // 2 and 0 written with a needless continuation byte.
+        assert_eq!(decode(&[0x82, 0x00]), Err(DecodeError::BadVarint));
+        assert_eq!(decode(&[0x80, 0x80, 0x00]), Err(DecodeError::BadVarint));
+        // u64::MAX takes ten bytes, the last holding one bit.
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(decode(&max), Ok(u64::MAX));
+        max[9] = 0x02;
+        assert_eq!(decode(&max), Err(DecodeError::BadVarint));
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig {
