@@ -81,6 +81,8 @@ pub enum CoreMsg {
     },
     /// Finish what is in flight, sync, and stop. Answered when done.
     Shutdown(oneshot::Sender<()>),
+    /// Requests gathered over one turn of the I/O runtime (`CoreHandle::call`).
+    Batch(Vec<CoreMsg>),
 }
 
 /// The answer to a leadership transfer.
@@ -257,6 +259,13 @@ impl Core {
     /// Handles one message; returns the shutdown answer channel if asked to stop.
     fn handle(&mut self, m: CoreMsg) -> Option<oneshot::Sender<()>> {
         match m {
+            CoreMsg::Batch(msgs) => {
+                let mut shutdown = None;
+                for m in msgs {
+                    shutdown = shutdown.or(self.handle(m));
+                }
+                return shutdown;
+            }
             CoreMsg::Request { req, mode, reply } => {
                 let id = self.next_id();
                 self.pending.insert(id, reply);
@@ -605,27 +614,72 @@ fn slow(op: &str, started: Instant) {
 #[derive(Clone)]
 pub struct CoreHandle {
     tx: Sender<CoreMsg>,
+    soon: Arc<Gather>,
+}
+
+/// Requests waiting to go to the core together. Handlers that run in one
+/// turn of the I/O runtime add to it; a task spawned behind them sends them
+/// as one message. The core thread then wakes once per turn, not once per
+/// request: under load its sleeps and wake-ups cost more CPU than its work.
+#[derive(Default)]
+struct Gather {
+    msgs: std::sync::Mutex<Vec<CoreMsg>>,
+    flush_scheduled: std::sync::atomic::AtomicBool,
 }
 
 impl CoreHandle {
     pub fn new(tx: Sender<CoreMsg>) -> CoreHandle {
-        CoreHandle { tx }
+        CoreHandle {
+            tx,
+            soon: Arc::default(),
+        }
     }
 
     pub fn send(&self, m: CoreMsg) -> bool {
         self.tx.send(m).is_ok()
     }
 
+    /// Sends `m` with the others sent in this turn of the runtime (at once
+    /// outside a runtime). A lost message (the core stopped) drops its reply
+    /// sender, which its caller sees.
+    fn send_soon(&self, m: CoreMsg) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.send(m);
+            return;
+        };
+        self.soon
+            .msgs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(m);
+        if !self.soon.flush_scheduled.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            rt.spawn(async move { this.flush() });
+        }
+    }
+
+    fn flush(&self) {
+        self.soon.flush_scheduled.store(false, Ordering::Release);
+        let msgs = std::mem::take(&mut *self.soon.msgs.lock().unwrap_or_else(|e| e.into_inner()));
+        match msgs.len() {
+            0 => {}
+            1 => {
+                self.send(msgs.into_iter().next().expect("one message"));
+            }
+            _ => {
+                self.send(CoreMsg::Batch(msgs));
+            }
+        }
+    }
+
     /// Sends a request and waits for its answer.
     pub async fn call(&self, req: Request, mode: Mode) -> Reply {
         let (tx, rx) = oneshot::channel();
-        if !self.send(CoreMsg::Request {
+        self.send_soon(CoreMsg::Request {
             req,
             mode,
             reply: tx,
-        }) {
-            return stopped();
-        }
+        });
         rx.await.unwrap_or_else(|_| stopped())
     }
 

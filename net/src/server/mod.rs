@@ -188,10 +188,8 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             .collect();
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("etcd-io")
         .build()
         .map_err(err)?;
     let mut transport = peer::Transport::start(rt.handle(), local, cluster_id, &peers);
