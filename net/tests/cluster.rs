@@ -33,6 +33,11 @@ impl Cluster {
 /// Writes the seed's three config files (ports of our choosing) and starts
 /// one member on each.
 fn start_cluster(tag: &str) -> Cluster {
+    start_cluster_with(tag, "")
+}
+
+/// [`start_cluster`], with `extra` appended to every config file.
+fn start_cluster_with(tag: &str, extra: &str) -> Cluster {
     let base = temp_dir(tag);
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial = ports
@@ -66,7 +71,8 @@ fn start_cluster(tag: &str) -> Cluster {
                  initial-cluster-state: new\n\
                  initial-cluster-token: etcd-cluster\n\
                  initial-cluster: {initial}\n\
-                 enable-v2: true\n",
+                 enable-v2: true\n\
+                 {extra}",
                 data = data.display()
             ),
         )
@@ -237,4 +243,98 @@ fn a_killed_leader_is_replaced_and_catches_up_without_losing_writes() {
             .expect("exits on SIGTERM");
         assert!(s.success(), "{s:?}");
     }
+}
+
+/// A member that missed more entries than the leader keeps for catching up
+/// (5,000, as etcd) gets a snapshot, sent in parts (it is several MB), and
+/// ends with the same data.
+#[test]
+fn a_member_far_behind_catches_up_from_a_snapshot_sent_in_parts() {
+    use etcd_net::pb::etcdserverpb::{PutRequest, kv_client::KvClient};
+    let Some(etcdctl) = etcdctl() else { return };
+    let mut c = start_cluster_with("cluster-snap", "snapshot-count: 500\n");
+    let leader = wait_leader(&etcdctl, &c, Duration::from_secs(20));
+    for m in &c.members {
+        wait_ready(&etcdctl, &m.client, m);
+    }
+    let behind = (leader + 1) % 3;
+    c.members[behind].kill();
+
+    // 6,000 puts one after another (one log entry each) of 1 KiB values:
+    // the leader snapshots every 500 entries and keeps 5,000 behind its
+    // latest snapshot, so the stopped member's next entry is gone.
+    const KEYS: usize = 6_000;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = c.members[leader].client.clone();
+    rt.block_on(async {
+        let ch = connect_ready(&url, || c.members[leader].log_text()).await;
+        let mut kv = KvClient::new(ch);
+        for i in 0..KEYS {
+            kv.put(PutRequest {
+                key: format!("s/{i:05}").into_bytes().into(),
+                value: vec![b'a' + (i % 26) as u8; 1024].into(),
+                ..Default::default()
+            })
+            .await
+            .expect("put");
+        }
+    });
+
+    c.members[behind].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.members[behind]
+        .log_text()
+        .contains("received database snapshot")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot received; its log:\n{}\nthe leader's:\n{}",
+            c.members[behind].log_text(),
+            c.members[leader].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = c.members[leader].log_text();
+    let size: u64 = sent
+        .lines()
+        .filter(|l| l.contains("sending database snapshot"))
+        .filter_map(|l| l.split("\"snapshot-size-bytes\":").nth(1))
+        .filter_map(|v| {
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .expect("the leader logged the snapshot it sent");
+    assert!(
+        size > 3 * etcd_net::server::peer::PART_BYTES as u64,
+        "the snapshot ({size} bytes) is several parts"
+    );
+
+    wait_ready(&etcdctl, &c.members[behind].client, &c.members[behind]);
+    let eps = c.endpoints();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, ok) = ctl(&etcdctl, &eps, &["endpoint", "hashkv", "--cluster"], None);
+        let hashes: BTreeSet<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
+        if ok && out.lines().count() == 3 && hashes.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hashes never agreed: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (out, ok) = ctl(
+        &etcdctl,
+        &c.members[behind].client,
+        &[
+            "get",
+            "s/",
+            "--prefix",
+            "--limit=1",
+            "--consistency=s",
+            "-w",
+            "json",
+        ],
+        None,
+    );
+    assert!(ok && out.contains(&format!("\"count\":{KEYS}")), "{out}");
 }
