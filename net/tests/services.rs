@@ -1171,6 +1171,37 @@ async fn cluster_maintenance_and_health() {
         r.status,
         health::health_check_response::ServingStatus::Serving as i32
     );
+    // grpc-go's health server, which etcd registers: an unknown service is
+    // an error to Check, and a status on a Watch stream.
+    check_error(
+        hc.check(health::HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await,
+        Code::NotFound,
+        "unknown service",
+    );
+    for (service, want) in [
+        ("", health::health_check_response::ServingStatus::Serving),
+        (
+            "nope",
+            health::health_check_response::ServingStatus::ServiceUnknown,
+        ),
+    ] {
+        let mut stream = hc
+            .watch(health::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a first status within 5 s")
+            .expect("a status")
+            .expect("the stream stays open");
+        assert_eq!(first.status, want as i32, "watch of {service:?}");
+    }
 }
 
 // ---- Auth -----------------------------------------------------------------------------

@@ -1010,29 +1010,73 @@ impl auth_server::Auth for Auth {
 
 pub struct Health(pub Shared);
 
+/// How often a health watch looks at the member again.
+const HEALTH_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+type Serving = health::health_check_response::ServingStatus;
+
+impl Health {
+    /// The status of `service`: the server as a whole is "" (the only
+    /// service etcd registers), serving while it has a leader (as etcd 3.6
+    /// reports it; 3.4 and 3.5 always say serving).
+    async fn status_of(shared: &Shared, service: &str) -> Serving {
+        if !service.is_empty() {
+            return Serving::ServiceUnknown;
+        }
+        match shared.core.status().await {
+            Some(s) if s.leader != 0 => Serving::Serving,
+            _ => Serving::NotServing,
+        }
+    }
+}
+
+fn health_response(s: Serving) -> health::HealthCheckResponse {
+    health::HealthCheckResponse { status: s as i32 }
+}
+
 #[tonic::async_trait]
 impl health::health_server::Health for Health {
     async fn check(
         &self,
-        _r: Request<health::HealthCheckRequest>,
+        r: Request<health::HealthCheckRequest>,
     ) -> Result<Response<health::HealthCheckResponse>, Status> {
-        let serving = self.0.core.status().await.is_some_and(|s| s.leader != 0);
-        Ok(Response::new(health::HealthCheckResponse {
-            status: if serving {
-                health::health_check_response::ServingStatus::Serving as i32
-            } else {
-                health::health_check_response::ServingStatus::NotServing as i32
-            },
-        }))
+        match Self::status_of(&self.0, &r.into_inner().service).await {
+            // grpc-go's health server answers an unknown service this way.
+            Serving::ServiceUnknown => Err(Status::not_found("unknown service")),
+            s => Ok(Response::new(health_response(s))),
+        }
     }
 
     type WatchStream = BoxStream<health::HealthCheckResponse>;
 
+    /// The status now, then each change (grpc-go's behavior: an unknown
+    /// service is reported as such on the stream, not as an error).
     async fn watch(
         &self,
-        _r: Request<health::HealthCheckRequest>,
+        r: Request<health::HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("health watch is not supported"))
+        let service = r.into_inner().service;
+        let shared = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let now = Self::status_of(&shared, &service).await;
+                if last != Some(now) {
+                    if tx.send(Ok(health_response(now))).await.is_err() {
+                        return;
+                    }
+                    last = Some(now);
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(HEALTH_WATCH_EVERY) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
