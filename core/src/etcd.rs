@@ -74,6 +74,9 @@ pub struct EtcdState {
     notifications: Vec<Notification>,
     /// A snapshot being encoded a few keys at a time (`begin_snapshot`).
     snapshot_job: Option<SnapshotJob>,
+    /// A snapshot for a client (Maintenance.Snapshot) under way, and the
+    /// store revision it is of.
+    client_snapshot: Option<(SnapshotJob, i64)>,
 }
 
 /// A snapshot in progress: the store's part so far, and the rest (leases,
@@ -109,6 +112,7 @@ impl EtcdState {
             now_ticks: 0,
             notifications: Vec::new(),
             snapshot_job: None,
+            client_snapshot: None,
         }
     }
 
@@ -568,6 +572,59 @@ fn read_txn_in(
 
 const SNAPSHOT_VERSION: u8 = 1;
 
+impl SnapshotJob {
+    fn finish(mut self) -> Bytes {
+        self.buf.extend_from_slice(&self.rest);
+        self.buf.freeze()
+    }
+}
+
+impl EtcdState {
+    /// A snapshot encode started now, exactly what `snapshot` would give.
+    fn start_snapshot_job(&mut self) -> SnapshotJob {
+        let rest = self.snapshot_rest();
+        // Reserved at once: growing a buffer of hundreds of megabytes would
+        // copy it, all in one step.
+        let size = usize::try_from(self.mvcc.encoded_size_hint()).unwrap_or(usize::MAX);
+        let mut buf = BytesMut::with_capacity(size.saturating_add(rest.len() + 1));
+        buf.put_u8(SNAPSHOT_VERSION);
+        let mvcc = self.mvcc.begin_encode(&mut buf);
+        SnapshotJob { mvcc, buf, rest }
+    }
+
+    /// Starts a snapshot of the whole state for a client
+    /// (Maintenance.Snapshot), produced over `client_snapshot_step`s while
+    /// requests go on, beside a member snapshot if one runs. False when one
+    /// is already under way, or cannot start yet (a compaction waits for a
+    /// running encode to end): ask again later.
+    pub fn begin_client_snapshot(&mut self) -> bool {
+        if self.client_snapshot.is_some() || !self.mvcc.can_begin_encode() {
+            return false;
+        }
+        let revision = self.mvcc.current_revision();
+        self.client_snapshot = Some((self.start_snapshot_job(), revision));
+        true
+    }
+
+    /// Whether a client snapshot is under way (a restore from the leader
+    /// drops it: the state it was of is gone).
+    pub fn client_snapshot_running(&self) -> bool {
+        self.client_snapshot.is_some()
+    }
+
+    /// Encodes about `budget` more bytes of the client snapshot; when it is
+    /// complete, its bytes (what `snapshot` gave when it began) and the
+    /// store revision it is of.
+    pub fn client_snapshot_step(&mut self, budget: usize) -> Option<(Bytes, i64)> {
+        let (job, _) = self.client_snapshot.as_mut()?;
+        if !self.mvcc.encode_step(&mut job.mvcc, &mut job.buf, budget) {
+            return None;
+        }
+        let (job, revision) = self.client_snapshot.take()?;
+        Some((job.finish(), revision))
+    }
+}
+
 impl StateMachine for EtcdState {
     type Request = Request;
     type Response = Response;
@@ -823,14 +880,12 @@ impl StateMachine for EtcdState {
     /// compactions wait meanwhile); the rest, small, is encoded now.
     fn begin_snapshot(&mut self) -> Option<Bytes> {
         self.abort_snapshot();
-        let rest = self.snapshot_rest();
-        // Reserved at once: growing a buffer of hundreds of megabytes would
-        // copy it, all in one step.
-        let size = usize::try_from(self.mvcc.encoded_size_hint()).unwrap_or(usize::MAX);
-        let mut buf = BytesMut::with_capacity(size.saturating_add(rest.len() + 1));
-        buf.put_u8(SNAPSHOT_VERSION);
-        let mvcc = self.mvcc.begin_encode(&mut buf);
-        self.snapshot_job = Some(SnapshotJob { mvcc, buf, rest });
+        if !self.mvcc.can_begin_encode() {
+            // A client's snapshot holds a compaction back: encode at once
+            // rather than wait (rare: both snapshots, and a compaction).
+            return Some(self.snapshot());
+        }
+        self.snapshot_job = Some(self.start_snapshot_job());
         None
     }
 
@@ -839,9 +894,8 @@ impl StateMachine for EtcdState {
         if !self.mvcc.encode_step(&mut job.mvcc, &mut job.buf, budget) {
             return None;
         }
-        let mut job = self.snapshot_job.take()?;
-        job.buf.extend_from_slice(&job.rest);
-        Some(job.buf.freeze())
+        let job = self.snapshot_job.take()?;
+        Some(job.finish())
     }
 
     fn abort_snapshot(&mut self) {
@@ -872,8 +926,9 @@ impl StateMachine for EtcdState {
             }
         }
         r.finish()?;
-        // A snapshot in progress was of the state being replaced.
+        // Snapshots in progress were of the state being replaced.
         self.snapshot_job = None;
+        self.client_snapshot = None;
         self.mvcc = mvcc;
         self.lessor = lessor;
         self.auth = auth;

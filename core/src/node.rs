@@ -410,6 +410,13 @@ impl<S: StateMachine> Node<S> {
         &self.sm
     }
 
+    /// The state machine, for a driver's work that changes nothing
+    /// replicated (encoding a client's snapshot in steps). Applying
+    /// anything through it would fork this member from the others.
+    pub fn state_machine_mut(&mut self) -> &mut S {
+        &mut self.sm
+    }
+
     pub fn id(&self) -> NodeId {
         self.raft.id()
     }

@@ -374,6 +374,63 @@ proptest! {
         prop_assert_eq!(got, Some(want));
         prop_assert_eq!(real.snapshot(), plain.snapshot());
     }
+
+    /// A client's snapshot (Maintenance.Snapshot) in steps, with a member's
+    /// own snapshot starting in the middle of it: each is the state at its
+    /// own start, and compactions wait for both.
+    #[test]
+    fn a_client_snapshot_beside_a_member_snapshot(
+        before in prop::collection::vec(request(), 0..30),
+        during in prop::collection::vec((request(), 1usize..8, 1usize..200), 0..60),
+        member_at in 0usize..10,
+    ) {
+        let mut real = EtcdState::new(EtcdConfig::new(100, 10));
+        let mut index = 0u64;
+        let ok = |r: &Request| validate(r, &ApiLimits::default()).is_ok();
+        for req in before.iter().filter(|r| ok(r)) {
+            index += 1;
+            real.apply(LogIndex(index), req);
+        }
+        let want_client = (real.snapshot(), real.mvcc().current_revision());
+        let mut plain = real.clone();
+        prop_assert!(real.begin_client_snapshot());
+        prop_assert!(!real.begin_client_snapshot(), "one at a time");
+        let (mut client, mut member, mut want_member) = (None, None, None);
+        // The client's snapshot goes slowly (a few bytes every other
+        // request), the member's faster: it often ends first, and a
+        // compaction after that must still wait for the client's.
+        for (i, (req, client_budget, member_budget)) in
+            during.iter().filter(|(r, _, _)| ok(r)).enumerate()
+        {
+            if i == member_at {
+                want_member = Some(plain.snapshot());
+                member = real.begin_snapshot();
+            }
+            index += 1;
+            let a = real.apply(LogIndex(index), req);
+            let b = plain.apply(LogIndex(index), req);
+            prop_assert_eq!(a, b, "{:?}", req);
+            if client.is_none() && i % 2 == 1 {
+                client = real.client_snapshot_step(*client_budget);
+            }
+            if want_member.is_some() && member.is_none() {
+                member = real.snapshot_step(*member_budget);
+            }
+        }
+        while client.is_none() {
+            client = real.client_snapshot_step(1);
+        }
+        prop_assert_eq!(client, Some(want_client));
+        prop_assert!(!real.client_snapshot_running());
+        if let Some(want) = want_member {
+            while member.is_none() {
+                member = real.snapshot_step(1);
+            }
+            prop_assert_eq!(member, Some(want));
+        }
+        prop_assert_eq!(real.snapshot(), plain.snapshot());
+        prop_assert_eq!(real.mvcc(), plain.mvcc());
+    }
 }
 
 #[test]

@@ -303,8 +303,9 @@ pub struct MvccStore {
     /// compaction moves `compacted` at once (every answer follows it) but
     /// frees nothing until the encode ends: the encoder is still walking
     /// versions that compaction would free.
-    hold: bool,
-    /// The compaction to carry out when the hold ends.
+    /// Incremental encodes under way (a member's snapshot, a client's).
+    holds: u32,
+    /// The compaction to carry out when the last hold ends.
     deferred: Option<i64>,
     /// About the size of `encode`'s output (a little over), kept as keys
     /// and versions come and go, so an encode can reserve its buffer once
@@ -404,7 +405,7 @@ impl MvccStore {
             current: 1,
             compacted: 0,
             log: ChangeLog::default(),
-            hold: false,
+            holds: 0,
             deferred: None,
             encoded_size: 0,
             spare: Vec::new(),
@@ -761,7 +762,7 @@ impl MvccStore {
             return Err(EtcdError::FutureRev);
         }
         self.compacted = rev;
-        if self.hold {
+        if self.holds > 0 {
             self.deferred = Some(rev);
         } else {
             self.free_compacted(rev);
@@ -930,19 +931,31 @@ impl MvccStore {
         if self.deferred.is_some() {
             // Encode what a reader sees: the compaction carried out.
             let mut copy = self.clone();
-            copy.end_hold();
+            copy.holds = 0;
+            copy.release_deferred();
             return copy.encode(buf);
         }
         let mut job = self.start_encode(buf);
         while !self.encode_some(&mut job, buf, usize::MAX) {}
     }
 
+    /// Whether an incremental encode may start now: not while a compaction
+    /// waits for running encodes to end (a new one would see versions that
+    /// compaction has already dropped from every answer).
+    pub fn can_begin_encode(&self) -> bool {
+        self.deferred.is_none()
+    }
+
     /// Starts encoding the store as it is now, to be continued with
     /// [`MvccStore::encode_step`] while writes (and compactions, deferred
-    /// until the end) go on. One at a time.
+    /// until the last encode ends) go on. Several may run at once; each
+    /// must end in `encode_step` returning true or in `abort_encode`.
     pub fn begin_encode(&mut self, buf: &mut BytesMut) -> EncodeJob {
-        assert!(!self.hold, "one incremental encode at a time");
-        self.hold = true;
+        assert!(
+            self.can_begin_encode(),
+            "a compaction waits: no encode starts"
+        );
+        self.holds += 1;
         self.start_encode(buf)
     }
 
@@ -962,7 +975,13 @@ impl MvccStore {
     }
 
     fn end_hold(&mut self) {
-        self.hold = false;
+        self.holds = self.holds.saturating_sub(1);
+        if self.holds == 0 {
+            self.release_deferred();
+        }
+    }
+
+    fn release_deferred(&mut self) {
         if let Some(rev) = self.deferred.take() {
             self.free_compacted(rev);
         }

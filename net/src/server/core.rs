@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use etcd_core::etcd::{EtcdState, Notification};
-use etcd_core::node::{Input, Node, NodeError, Outcome, Persist, StateMachine};
+use etcd_core::node::{Input, Node, NodeError, Outcome, Persist};
 use etcd_core::raft::{Message, Role};
 use etcd_core::request::{Request, Response};
 use etcd_core::storage::Storage;
@@ -149,7 +149,21 @@ struct Core {
     db_size_out: Arc<AtomicU64>,
     campaign: bool,
     published: Option<oneshot::Sender<()>>,
+    /// Clients waiting for a snapshot not started yet, and those the one
+    /// under way is for (Maintenance.Snapshot).
+    snapshot_queued: Vec<SnapshotReply>,
+    snapshot_for: Vec<SnapshotReply>,
+    /// When to try again to start a client snapshot that could not start.
+    snapshot_retry: Option<Instant>,
 }
+
+/// The answer to Maintenance.Snapshot: the state's snapshot encoding and the
+/// store revision it is of.
+type SnapshotReply = oneshot::Sender<(bytes::Bytes, i64)>;
+
+/// Bytes of a client snapshot encoded per loop turn: small enough that
+/// requests between steps wait well under a millisecond.
+const CLIENT_SNAPSHOT_STEP: usize = 64 * 1024;
 
 /// Runs the loop until shutdown or until the channel closes.
 pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
@@ -177,6 +191,9 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         db_size_out: parts.db_size,
         campaign: parts.campaign,
         published: parts.published,
+        snapshot_queued: Vec::new(),
+        snapshot_for: Vec::new(),
+        snapshot_retry: None,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
     let mut next_tick = Instant::now() + core.tick;
@@ -189,6 +206,9 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         }
         if core.node.has_ready() {
             wake = now;
+        }
+        if let Some(at) = core.client_snapshot_due() {
+            wake = wake.min(at);
         }
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(m) => {
@@ -218,6 +238,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
             }
         }
         core.drive();
+        core.step_client_snapshot();
         if core.campaign && core.node.raft().promotable() {
             // The bootstrap membership is applied: lead now.
             core.campaign = false;
@@ -246,6 +267,52 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
 }
 
 impl Core {
+    /// When the loop should next work on a client snapshot, if one is
+    /// wanted: at once while one is under way or can start.
+    fn client_snapshot_due(&self) -> Option<Instant> {
+        if !self.snapshot_for.is_empty() {
+            return Some(Instant::now());
+        }
+        if self.snapshot_queued.is_empty() {
+            return None;
+        }
+        Some(self.snapshot_retry.unwrap_or_else(Instant::now))
+    }
+
+    /// Encodes a step of the client snapshot under way, starting one for
+    /// the clients queued when none is. Clients asking while one runs get
+    /// the next one, so a snapshot is never older than its request.
+    fn step_client_snapshot(&mut self) {
+        let sm = self.node.state_machine_mut();
+        if !self.snapshot_for.is_empty() && !sm.client_snapshot_running() {
+            // Dropped by a restore from the leader: start again.
+            let mut again = std::mem::take(&mut self.snapshot_for);
+            again.append(&mut self.snapshot_queued);
+            self.snapshot_queued = again;
+        }
+        if self.snapshot_for.is_empty() {
+            self.snapshot_queued.retain(|r| !r.is_closed());
+            if self.snapshot_queued.is_empty() {
+                return;
+            }
+            if self.snapshot_retry.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+            if !sm.begin_client_snapshot() {
+                // A compaction waits for the member's own snapshot to end.
+                self.snapshot_retry = Some(Instant::now() + Duration::from_millis(5));
+                return;
+            }
+            self.snapshot_retry = None;
+            self.snapshot_for = std::mem::take(&mut self.snapshot_queued);
+        }
+        if let Some((data, revision)) = sm.client_snapshot_step(CLIENT_SNAPSHOT_STEP) {
+            for reply in self.snapshot_for.drain(..) {
+                let _ = reply.send((data.clone(), revision));
+            }
+        }
+    }
+
     fn term(&self) -> u64 {
         self.node.raft().term().0
     }
@@ -290,10 +357,7 @@ impl Core {
             CoreMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            CoreMsg::Snapshot(reply) => {
-                let sm = self.node.state_machine();
-                let _ = reply.send((sm.snapshot(), sm.mvcc().current_revision()));
-            }
+            CoreMsg::Snapshot(reply) => self.snapshot_queued.push(reply),
             CoreMsg::MoveLeader { target, reply } => {
                 let raft = self.node.raft();
                 if raft.role() != Role::Leader {
