@@ -31,7 +31,9 @@
 #                       default 1 when REPS>=3, else 0
 #   WRITE_MD=1          write the BENCHMARKS.md section; default 1 when REPS>=3
 #   SKIP_BUILD=1        use the binaries already in target/release
-#   PORT_BASE=32379     first port used (runs rotate over 500 ports from it)
+#   PORT_BASE=22379     first port used (runs rotate over 500 ports from it;
+#                       keep them below the ephemeral range, 32768 and up
+#                       here, or a client connection may hold one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,7 +49,7 @@ CALM=${CALM:-$def}
 WRITE_MD=${WRITE_MD:-$def}
 CALM_MAX=${CALM_MAX:-1200}
 CALM_LOAD=${CALM_LOAD:-0.5}
-PORT_BASE=${PORT_BASE:-32379}
+PORT_BASE=${PORT_BASE:-22379}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 CLK_TCK=$(getconf CLK_TCK)
 CORES=$(nproc)

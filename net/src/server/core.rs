@@ -110,6 +110,8 @@ pub struct CoreParts {
     /// Told once this member's attributes are applied (etcd serves clients
     /// only from then on).
     pub published: Option<oneshot::Sender<()>>,
+    /// Where replies go (run [`Outbox::run`] on the I/O runtime).
+    pub outbox: Arc<Outbox>,
 }
 
 /// After a failed sync, how long before the next try.
@@ -155,6 +157,9 @@ struct Core {
     snapshot_for: Vec<SnapshotReply>,
     /// When to try again to start a client snapshot that could not start.
     snapshot_retry: Option<Instant>,
+    /// This turn's replies, handed to `outbox` at its end.
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    outbox: Arc<Outbox>,
 }
 
 /// The answer to Maintenance.Snapshot: the state's snapshot encoding and the
@@ -194,6 +199,8 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         snapshot_queued: Vec::new(),
         snapshot_for: Vec::new(),
         snapshot_retry: None,
+        replies: Vec::new(),
+        outbox: parts.outbox,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
     let mut next_tick = Instant::now() + core.tick;
@@ -239,6 +246,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         }
         core.drive();
         core.step_client_snapshot();
+        core.outbox.hand_over(&mut core.replies);
         if core.campaign && core.node.raft().promotable() {
             // The bootstrap membership is applied: lead now.
             core.campaign = false;
@@ -504,7 +512,7 @@ impl Core {
         }
         if let Some(tx) = self.pending.remove(&id) {
             let term = self.term();
-            let _ = tx.send(Reply { outcome, term });
+            self.replies.push((tx, Reply { outcome, term }));
         }
     }
 
@@ -642,6 +650,10 @@ impl Core {
 
     /// Stops: answers what is left, makes everything durable.
     fn finish(&mut self) {
+        // The runtime may no longer run the outbox: answer directly.
+        for (tx, reply) in self.replies.drain(..) {
+            let _ = tx.send(reply);
+        }
         for (_, tx) in self.pending.drain() {
             let _ = tx.send(Reply {
                 outcome: Outcome::Failed(NodeError::Timeout),
@@ -671,6 +683,42 @@ fn slow(op: &str, started: Instant) {
                 ("expected-duration", V::S("1s")),
             ],
         );
+    }
+}
+
+/// Replies on their way from the core to the I/O runtime. The core collects
+/// a loop turn's replies and hands them over at once, waking one task on
+/// the runtime ([`Outbox::run`]) which sends them all. A one-shot send from
+/// the runtime's own thread wakes its receiver without a syscall; from the
+/// core thread each one costs an eventfd write to wake the runtime.
+#[derive(Default)]
+pub struct Outbox {
+    replies: std::sync::Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Outbox {
+    /// Delivers handed-over replies, for as long as the runtime runs.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.notify.notified().await;
+            let batch =
+                std::mem::take(&mut *self.replies.lock().unwrap_or_else(|e| e.into_inner()));
+            for (tx, reply) in batch {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    fn hand_over(&self, batch: &mut Vec<(oneshot::Sender<Reply>, Reply)>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(batch);
+        self.notify.notify_one();
     }
 }
 

@@ -195,6 +195,8 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let mut transport = peer::Transport::start(rt.handle(), local, cluster_id, &peers);
 
     let (tx, rx) = std::sync::mpsc::channel::<CoreMsg>();
+    let outbox = Arc::new(core::Outbox::default());
+    rt.spawn(outbox.clone().run());
     let (published_tx, published_rx) = tokio::sync::oneshot::channel();
     let handle = CoreHandle::new(tx);
     let term = Arc::new(AtomicU64::new(0));
@@ -213,6 +215,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         db_size: db_size.clone(),
         campaign: fresh && members.len() == 1,
         published: Some(published_tx),
+        outbox: outbox.clone(),
     };
     let core_thread = std::thread::Builder::new()
         .name("etcd-core".into())
