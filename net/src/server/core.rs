@@ -157,8 +157,8 @@ struct Core {
     snapshot_for: Vec<SnapshotReply>,
     /// When to try again to start a client snapshot that could not start.
     snapshot_retry: Option<Instant>,
-    /// This turn's replies, handed to `outbox` at its end.
-    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// This turn's replies and watch responses, handed to `outbox` at its end.
+    out: Batch,
     outbox: Arc<Outbox>,
 }
 
@@ -199,7 +199,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         snapshot_queued: Vec::new(),
         snapshot_for: Vec::new(),
         snapshot_retry: None,
-        replies: Vec::new(),
+        out: Batch::default(),
         outbox: parts.outbox,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
@@ -246,7 +246,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         }
         core.drive();
         core.step_client_snapshot();
-        core.outbox.hand_over(&mut core.replies);
+        core.outbox.hand_over(&mut core.out);
         if core.campaign && core.node.raft().promotable() {
             // The bootstrap membership is applied: lead now.
             core.campaign = false;
@@ -512,15 +512,18 @@ impl Core {
         }
         if let Some(tx) = self.pending.remove(&id) {
             let term = self.term();
-            self.replies.push((tx, Reply { outcome, term }));
+            self.out.replies.push((tx, Reply { outcome, term }));
         }
     }
 
     fn deliver_watch(&mut self, w: WatchResponse) {
         let stream = w.stream;
         let gone = match self.streams.get(&stream) {
-            Some(tx) => tx.send(w).is_err(),
-            None => true,
+            Some(tx) if !tx.is_closed() => {
+                self.out.watch.push((tx.clone(), w));
+                false
+            }
+            _ => true,
         };
         if gone {
             self.streams.remove(&stream);
@@ -651,8 +654,11 @@ impl Core {
     /// Stops: answers what is left, makes everything durable.
     fn finish(&mut self) {
         // The runtime may no longer run the outbox: answer directly.
-        for (tx, reply) in self.replies.drain(..) {
+        for (tx, reply) in self.out.replies.drain(..) {
             let _ = tx.send(reply);
+        }
+        for (tx, w) in self.out.watch.drain(..) {
+            let _ = tx.send(w);
         }
         for (_, tx) in self.pending.drain() {
             let _ = tx.send(Reply {
@@ -693,31 +699,50 @@ fn slow(op: &str, started: Instant) {
 /// core thread each one costs an eventfd write to wake the runtime.
 #[derive(Default)]
 pub struct Outbox {
-    replies: std::sync::Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    replies: std::sync::Mutex<Batch>,
     notify: tokio::sync::Notify,
 }
 
+/// What the core hands over at the end of a turn.
+#[derive(Default)]
+struct Batch {
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    watch: Vec<(mpsc::UnboundedSender<WatchResponse>, WatchResponse)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.watch.is_empty()
+    }
+}
+
 impl Outbox {
-    /// Delivers handed-over replies, for as long as the runtime runs.
+    /// Delivers handed-over replies and watch responses, for as long as the
+    /// runtime runs.
     pub async fn run(self: Arc<Self>) {
         loop {
             self.notify.notified().await;
             let batch =
                 std::mem::take(&mut *self.replies.lock().unwrap_or_else(|e| e.into_inner()));
-            for (tx, reply) in batch {
+            for (tx, reply) in batch.replies {
                 let _ = tx.send(reply);
+            }
+            // A stream closed meanwhile drops its response; the core sees
+            // the closed stream on its next delivery.
+            for (tx, w) in batch.watch {
+                let _ = tx.send(w);
             }
         }
     }
 
-    fn hand_over(&self, batch: &mut Vec<(oneshot::Sender<Reply>, Reply)>) {
+    fn hand_over(&self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
-        self.replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .append(batch);
+        let mut b = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        b.replies.append(&mut batch.replies);
+        b.watch.append(&mut batch.watch);
+        drop(b);
         self.notify.notify_one();
     }
 }
