@@ -134,7 +134,42 @@ struct Active {
     map: MmapMut,
     /// Where the next batch goes.
     len: usize,
+    /// Bytes at the start already given back to the page cache
+    /// ([`Active::release_synced`]).
+    released: usize,
     last_index: u64,
+}
+
+/// Synced bytes of the active segment kept mapped in before they are given
+/// back: the WAL only appends, so written pages are never read again by
+/// this process, yet each counted in its resident memory.
+const RELEASE_EVERY: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+impl Active {
+    /// Drops the synced, whole pages behind `len` from this process's
+    /// resident set (they stay in the page cache and in the file).
+    fn release_synced(&mut self) {
+        let upto = self.len / PAGE * PAGE;
+        if upto < self.released + RELEASE_EVERY {
+            return;
+        }
+        // SAFETY: the range is inside the map and was msync'ed: its pages
+        // are clean pages of a shared file mapping, so MADV_DONTNEED only
+        // unmaps them, and a later read faults the same bytes back in from
+        // the file. Nothing is lost and no reference sees other contents.
+        let r = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.released,
+                upto - self.released,
+            )
+        };
+        // Advice that fails costs memory, never data: try again later.
+        if r.is_ok() {
+            self.released = upto;
+        }
+    }
 }
 
 pub struct Wal {
@@ -454,6 +489,7 @@ impl Wal {
                 _file: file,
                 map,
                 len,
+                released: 0,
                 last_index,
             },
             pending: Vec::new(),
@@ -534,6 +570,7 @@ impl Wal {
                 _file: file,
                 map,
                 len: 0,
+                released: 0,
                 last_index,
             },
         );
@@ -566,6 +603,7 @@ impl Wal {
             .flush_range(a.len, bytes.len())
             .map_err(io_err(&a.path, "sync segment"))?;
         a.len = end;
+        a.release_synced();
         Ok(())
     }
 
