@@ -331,6 +331,20 @@ proptest! {
     }
 }
 
+/// A machine that applied the valid ones of `reqs`, and its last index.
+fn applied(reqs: &[Request]) -> (EtcdState, u64) {
+    let mut s = EtcdState::new(EtcdConfig::new(100, 10));
+    let mut index = 0u64;
+    for req in reqs
+        .iter()
+        .filter(|r| validate(r, &ApiLimits::default()).is_ok())
+    {
+        index += 1;
+        s.apply(LogIndex(index), req);
+    }
+    (s, index)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
@@ -348,13 +362,8 @@ proptest! {
         before in prop::collection::vec(request(), 0..30),
         during in prop::collection::vec((request(), 0usize..40), 0..40),
     ) {
-        let mut real = EtcdState::new(EtcdConfig::new(100, 10));
-        let mut index = 0u64;
         let ok = |r: &Request| validate(r, &ApiLimits::default()).is_ok();
-        for req in before.iter().filter(|r| ok(r)) {
-            index += 1;
-            real.apply(LogIndex(index), req);
-        }
+        let (mut real, mut index) = applied(&before);
         let want = real.snapshot();
         let mut plain = real.clone();
         prop_assert!(real.begin_snapshot().is_none());
@@ -384,13 +393,8 @@ proptest! {
         during in prop::collection::vec((request(), 1usize..8, 1usize..200), 0..60),
         member_at in 0usize..10,
     ) {
-        let mut real = EtcdState::new(EtcdConfig::new(100, 10));
-        let mut index = 0u64;
         let ok = |r: &Request| validate(r, &ApiLimits::default()).is_ok();
-        for req in before.iter().filter(|r| ok(r)) {
-            index += 1;
-            real.apply(LogIndex(index), req);
-        }
+        let (mut real, mut index) = applied(&before);
         let want_client = (real.snapshot(), real.mvcc().current_revision());
         let mut plain = real.clone();
         prop_assert!(real.begin_client_snapshot());

@@ -139,6 +139,25 @@ fn writer(
     })
 }
 
+/// Waits until all three members report the same KV hash.
+fn wait_hashes_agree(etcdctl: &Path, endpoints: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (out, ok) = ctl(
+            etcdctl,
+            endpoints,
+            &["endpoint", "hashkv", "--cluster"],
+            None,
+        );
+        let hashes: BTreeSet<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
+        if ok && out.lines().count() == 3 && hashes.len() == 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "hashes never agreed: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn keys_on(etcdctl: &Path, endpoint: &str) -> BTreeSet<String> {
     let (out, ok) = ctl(
         etcdctl,
@@ -198,16 +217,7 @@ fn a_killed_leader_is_replaced_and_catches_up_without_losing_writes() {
     // Every member, the restarted one too, ends with every acknowledged key
     // and the same KV hash.
     wait_ready(&etcdctl, &c.members[first].client, &c.members[first]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (out, ok) = ctl(&etcdctl, &eps, &["endpoint", "hashkv", "--cluster"], None);
-        let hashes: BTreeSet<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
-        if ok && out.lines().count() == 3 && hashes.len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hashes never agreed: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_hashes_agree(&etcdctl, &eps, Duration::from_secs(15));
     for m in &c.members {
         let have = keys_on(&etcdctl, &m.client);
         let lost: Vec<&String> = acked.iter().filter(|k| !have.contains(*k)).collect();
@@ -312,16 +322,7 @@ fn a_member_far_behind_catches_up_from_a_snapshot_sent_in_parts() {
 
     wait_ready(&etcdctl, &c.members[behind].client, &c.members[behind]);
     let eps = c.endpoints();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (out, ok) = ctl(&etcdctl, &eps, &["endpoint", "hashkv", "--cluster"], None);
-        let hashes: BTreeSet<&str> = out.lines().filter_map(|l| l.split(", ").nth(1)).collect();
-        if ok && out.lines().count() == 3 && hashes.len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hashes never agreed: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_hashes_agree(&etcdctl, &eps, Duration::from_secs(20));
     let (out, ok) = ctl(
         &etcdctl,
         &c.members[behind].client,
