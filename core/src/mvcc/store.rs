@@ -143,6 +143,30 @@ fn to_kv(key: Bytes, v: &Ver<'_>) -> KeyValue {
     }
 }
 
+/// Key-values of `picked`, their keys and values (none with `keys_only`)
+/// copied into one shared buffer.
+fn kvs_in_one_buffer(picked: &[(&[u8], Ver<'_>)], keys_only: bool) -> Vec<KeyValue> {
+    let value_len = |v: &Ver<'_>| if keys_only { 0 } else { v.value.len() };
+    let total: usize = picked.iter().map(|(k, v)| k.len() + value_len(v)).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for (k, v) in picked {
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(&v.value[..value_len(v)]);
+    }
+    let all = buf.freeze();
+    let mut at = 0;
+    picked
+        .iter()
+        .map(|(k, v)| {
+            let key = all.slice(at..at + k.len());
+            at += k.len();
+            let value = all.slice(at..at + value_len(v));
+            at += value_len(v);
+            to_kv_with(key, v, value)
+        })
+        .collect()
+}
+
 fn event_of(key: &[u8], v: &Ver<'_>, prev: Option<Ver<'_>>) -> Event {
     // One copy holds the key and both values; the event's fields share it
     // (two allocations in all, where separate copies would take four).
@@ -606,7 +630,10 @@ impl MvccStore {
             };
         }
         let mut matched: usize = 0;
-        let mut kvs: Vec<KeyValue> = Vec::new();
+        // In key order the versions are picked first and copied out at the
+        // end, all into one buffer: one allocation for the response's keys
+        // and values instead of two per key-value.
+        let mut picked: Vec<(&[u8], Ver<'_>)> = Vec::new();
         let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
         for slot in self.slots(&range, reverse) {
             if top && slot & LIVE == 0 {
@@ -627,8 +654,8 @@ impl MvccStore {
             }
             matched += 1;
             if by_key {
-                if limit.is_none_or(|l| kvs.len() < l) {
-                    kvs.push(to_kv(Bytes::copy_from_slice(k), &v));
+                if limit.is_none_or(|l| picked.len() < l) {
+                    picked.push((k, v));
                 } else if top {
                     // The count is known and this match settles `more`.
                     break;
@@ -658,9 +685,11 @@ impl MvccStore {
                 }
             }
         }
-        if !by_key {
-            kvs = heap.into_sorted_vec().into_iter().map(|r| r.kv).collect();
-        }
+        let mut kvs = if by_key {
+            kvs_in_one_buffer(&picked, req.keys_only)
+        } else {
+            heap.into_sorted_vec().into_iter().map(|r| r.kv).collect()
+        };
         if req.keys_only {
             for kv in &mut kvs {
                 kv.value = Bytes::new();
