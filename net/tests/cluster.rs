@@ -77,12 +77,21 @@ fn start_cluster_with(tag: &str, extra: &str) -> Cluster {
             ),
         )
         .expect("config file");
-        members.push(Proc::start(
+        // The third member runs the multi-threaded I/O runtime that
+        // machines with more than 2 cores get; the others the one thread
+        // this machine gets.
+        let env = if n == 3 {
+            vec![("ETCDRS_IO_WORKERS".to_string(), "2".to_string())]
+        } else {
+            Vec::new()
+        };
+        members.push(Proc::start_env(
             Path::new(OURS),
             &dir,
             format!("http://127.0.0.1:{c}"),
             format!("http://127.0.0.1:{p}"),
             vec![format!("--config-file={}", yml.display())],
+            env,
         ));
     }
     Cluster { members }

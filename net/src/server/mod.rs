@@ -188,10 +188,32 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             .collect();
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(err)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // ETCDRS_IO_WORKERS (not an etcd setting, hence not ETCD_*) overrides
+    // the choice, as GOMAXPROCS does for etcd: 0 is one thread for all.
+    let workers = match std::env::var("ETCDRS_IO_WORKERS") {
+        Err(_) => io_workers(cores),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Err(err(format!(
+                    "ETCDRS_IO_WORKERS={v:?}: expected a number of threads"
+                )));
+            }
+        },
+    };
+    let rt = match workers {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .thread_name("etcd-io")
+            .build(),
+    }
+    .map_err(err)?;
     let mut transport = peer::Transport::start(rt.handle(), local, cluster_id, &peers);
 
     let (tx, rx) = std::sync::mpsc::channel::<CoreMsg>();
@@ -399,5 +421,27 @@ fn notify_systemd() {
     // common case is a filesystem path.
     if sock.send_to(b"READY=1", Path::new(&path)).is_ok() {
         log::info("etcdmain/etcd.go", "notified init daemon", &[]);
+    }
+}
+
+/// The I/O runtime's worker threads for a machine with `cores` cores: `None`
+/// for one thread running everything (the current-thread runtime). With one
+/// or two cores a second I/O thread only adds wake-ups and work stealing
+/// (measured: BENCHMARKS.md); with more, the I/O side gets all cores but the
+/// core thread's.
+fn io_workers(cores: usize) -> Option<usize> {
+    (cores > 2).then(|| cores - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::io_workers;
+
+    #[test]
+    fn one_io_thread_on_small_machines_more_on_big_ones() {
+        assert_eq!(io_workers(1), None);
+        assert_eq!(io_workers(2), None);
+        assert_eq!(io_workers(4), Some(3));
+        assert_eq!(io_workers(16), Some(15));
     }
 }

@@ -82,11 +82,24 @@ pub struct Proc {
     pub log: PathBuf,
     bin: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
     /// Starts `bin` with `args` in `dir`, output to `dir/log.N`.
     pub fn start(bin: &Path, dir: &Path, client: String, peer: String, args: Vec<String>) -> Proc {
+        Proc::start_env(bin, dir, client, peer, args, Vec::new())
+    }
+
+    /// [`Proc::start`], with environment variables set for the process.
+    pub fn start_env(
+        bin: &Path,
+        dir: &Path,
+        client: String,
+        peer: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Proc {
         let mut p = Proc {
             child: None,
             client,
@@ -95,6 +108,7 @@ impl Proc {
             log: dir.join("log"),
             bin: bin.to_path_buf(),
             args,
+            env,
         };
         p.restart();
         p
@@ -107,6 +121,7 @@ impl Proc {
         let out = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(&self.bin)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
