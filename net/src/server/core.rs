@@ -246,13 +246,14 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         }
         core.drive();
         core.step_client_snapshot();
-        core.outbox.hand_over(&mut core.out);
         if core.campaign && core.node.raft().promotable() {
             // The bootstrap membership is applied: lead now.
             core.campaign = false;
             core.node.campaign();
             core.drive();
         }
+        // Everything this turn produced leaves together.
+        core.outbox.hand_over(&mut core.out);
         if let Some(why) = core.node.fatal() {
             log::error(
                 "etcdserver/server.go",
