@@ -252,25 +252,9 @@ fn the_readme_walk_through_works_on_a_single_member() {
 #[test]
 fn over_its_quota_a_member_raises_nospace_and_frees_space_by_compaction_alone() {
     let Some(etcdctl) = etcdctl() else { return };
-    let dir = temp_dir("quota");
-    let (c, p) = (free_port(), free_port());
-    let client = format!("http://127.0.0.1:{c}");
-    let peer = format!("http://127.0.0.1:{p}");
-    let m = Proc::start(
-        Path::new(OURS),
-        &dir,
-        client.clone(),
-        peer.clone(),
-        vec![
-            format!("--data-dir={}", dir.join("data").display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=default={peer}"),
-            "--quota-backend-bytes=40000".into(),
-        ],
-    );
+    let m = single_with(Path::new(OURS), "quota", |_| {
+        vec!["--quota-backend-bytes=40000".into()]
+    });
     wait_ready(&etcdctl, &m.client, &m);
     let value = "x".repeat(3000);
     let mut refused = 0;
@@ -332,26 +316,11 @@ fn over_its_quota_a_member_raises_nospace_and_frees_space_by_compaction_alone() 
 #[test]
 fn with_wal_dir_the_segments_live_there_and_a_restart_reads_them() {
     let Some(etcdctl) = etcdctl() else { return };
-    let dir = temp_dir("wal-dir");
-    let (c, p) = (free_port(), free_port());
-    let client = format!("http://127.0.0.1:{c}");
-    let peer = format!("http://127.0.0.1:{p}");
+    let mut m = single_with(Path::new(OURS), "wal-dir", |dir| {
+        vec![format!("--wal-dir={}", dir.join("separate-wal").display())]
+    });
+    let dir = m.dir.clone();
     let wal_dir = dir.join("separate-wal");
-    let mut m = Proc::start(
-        Path::new(OURS),
-        &dir,
-        client.clone(),
-        peer.clone(),
-        vec![
-            format!("--data-dir={}", dir.join("data").display()),
-            format!("--wal-dir={}", wal_dir.display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=default={peer}"),
-        ],
-    );
     wait_ready(&etcdctl, &m.client, &m);
     let (out, ok) = ctl(&etcdctl, &m.client, &["put", "k", "v"], None);
     assert!(ok, "{out}");

@@ -3,11 +3,11 @@
 //! etcdctl 3.4 (if installed) for `lock`, `elect` and `snapshot save`, which
 //! do the same dance client side over KV, Lease and Watch.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,96 +21,23 @@ use etcd_net::pb::etcdserverpb::{
 use etcd_net::pb::v3electionpb::{self as epb, election_client::ElectionClient};
 use etcd_net::pb::v3lockpb::{self as lpb, lock_client::LockClient};
 
+use support::{Proc, connect_ready, etcdctl, put_revision, single};
+
 const ETCD: &str = env!("CARGO_BIN_EXE_etcd");
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// How long a blocked call is watched to make sure it stays blocked.
 const STAYS_BLOCKED: Duration = Duration::from_millis(700);
 /// How long a call that should go through may take.
 const GOES_THROUGH: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+/// Our server as a single member on free ports (`support::single`).
+fn start(tag: &str) -> Proc {
+    single(Path::new(ETCD), tag)
 }
 
-/// Our server as a single member on free ports; killed when dropped.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Server {
-    fn start(tag: &str) -> Server {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "etcd-rs-lock-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.join("log")).expect("log file");
-        let child = Command::new(ETCD)
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        Server { child, dir, url }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    /// A channel once the server answers a Range.
-    async fn channel(&self) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ch) = Channel::from_shared(self.url.clone())
-                .expect("url")
-                .connect()
-                .await
-            {
-                let r = KvClient::new(ch.clone())
-                    .range(pb::RangeRequest {
-                        key: Bytes::from_static(b"ready?"),
-                        ..Default::default()
-                    })
-                    .await;
-                if r.is_ok() {
-                    return ch;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A channel once `srv` answers a Range.
+async fn channel(srv: &Proc) -> Channel {
+    connect_ready(&srv.client, || srv.log_text()).await
 }
 
 async fn grant(ch: &Channel, ttl: i64) -> i64 {
@@ -130,18 +57,7 @@ async fn revoke(ch: &Channel, id: i64) {
 }
 
 async fn put(ch: &Channel, k: &str, v: &str) -> i64 {
-    KvClient::new(ch.clone())
-        .put(pb::PutRequest {
-            key: Bytes::copy_from_slice(k.as_bytes()),
-            value: Bytes::copy_from_slice(v.as_bytes()),
-            ..Default::default()
-        })
-        .await
-        .expect("put")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision
+    put_revision(ch, k, v).await
 }
 
 /// The keys under `prefix`, in key order.
@@ -213,8 +129,8 @@ async fn unlock(ch: &Channel, key: Bytes) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lock_is_taken_in_queue_order() {
-    let srv = Server::start("order");
-    let ch = srv.channel().await;
+    let srv = start("order");
+    let ch = channel(&srv).await;
     let (a, b, c) = (
         grant(&ch, 60).await,
         grant(&ch, 60).await,
@@ -257,8 +173,8 @@ async fn lock_is_taken_in_queue_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lock_passes_on_when_the_holders_lease_is_revoked() {
-    let srv = Server::start("revoke");
-    let ch = srv.channel().await;
+    let srv = start("revoke");
+    let ch = channel(&srv).await;
     let (a, b) = (grant(&ch, 60).await, grant(&ch, 60).await);
     let la = finishes(spawn_lock(&ch, "l", a), "first lock").await;
     let pb_ = still_blocked(spawn_lock(&ch, "l", b), "second lock").await;
@@ -271,8 +187,8 @@ async fn lock_passes_on_when_the_holders_lease_is_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lock_errors_and_cleanup() {
-    let srv = Server::start("lockerr");
-    let ch = srv.channel().await;
+    let srv = start("lockerr");
+    let ch = channel(&srv).await;
 
     // A lease that does not exist: etcd's error text, code Unknown (etcd's
     // handler returns its client's error, which grpc-go sends as Unknown).
@@ -416,8 +332,8 @@ async fn nothing_observed(s: &mut tonic::Streaming<epb::LeaderResponse>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn election_campaign_leader_proclaim_resign_observe() {
-    let srv = Server::start("elect");
-    let ch = srv.channel().await;
+    let srv = start("elect");
+    let ch = channel(&srv).await;
     let (a, b) = (grant(&ch, 60).await, grant(&ch, 60).await);
 
     let e = leader(&ch, "e").await.expect_err("no leader yet");
@@ -525,8 +441,8 @@ async fn election_campaign_leader_proclaim_resign_observe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelled_campaign_withdraws() {
-    let srv = Server::start("cancel");
-    let ch = srv.channel().await;
+    let srv = start("cancel");
+    let ch = channel(&srv).await;
     let (a, b) = (grant(&ch, 60).await, grant(&ch, 60).await);
     finishes(spawn_campaign(&ch, "c", a, "a"), "campaign").await;
     let mut req = tonic::Request::new(campaign_req("c", b, "b"));
@@ -558,8 +474,8 @@ async fn snapshot(ch: &Channel) -> Vec<pb::SnapshotResponse> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_streams_the_state_with_its_checksum() {
-    let srv = Server::start("snap");
-    let ch = srv.channel().await;
+    let srv = start("snap");
+    let ch = channel(&srv).await;
     let big = "v".repeat(10_000);
     let mut rev = 0;
     for i in 0..20 {
@@ -589,22 +505,8 @@ async fn snapshot_streams_the_state_with_its_checksum() {
 
 // ---------------------------------------------------------------- etcdctl
 
-/// Debian's etcdctl, or `None` (skip with a message); under CI it must exist.
-fn etcdctl() -> Option<&'static Path> {
-    let p = Path::new(ETCDCTL);
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CI").ok().as_deref() != Some("true"),
-        "{ETCDCTL} is missing under CI"
-    );
-    eprintln!("skipping the etcdctl part: {ETCDCTL} is not installed");
-    None
-}
-
-fn ctl(url: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(ETCDCTL);
+fn ctl(etcdctl: &Path, url: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(etcdctl);
     c.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={url}"))
         .args(args)
@@ -622,8 +524,8 @@ struct Ctl {
 }
 
 impl Ctl {
-    fn spawn(url: &str, args: &[&str]) -> Ctl {
-        let mut child = ctl(url, args).spawn().expect("run etcdctl");
+    fn spawn(etcdctl: &Path, url: &str, args: &[&str]) -> Ctl {
+        let mut child = ctl(etcdctl, url, args).spawn().expect("run etcdctl");
         let out = child.stdout.take().expect("stdout");
         let mut err = child.stderr.take().expect("stderr");
         let (tx, lines) = std::sync::mpsc::channel();
@@ -689,20 +591,21 @@ impl Drop for Ctl {
 
 #[test]
 fn etcdctl_lock_elect_and_snapshot_save() {
-    let Some(_) = etcdctl() else { return };
-    let srv = Server::start("ctl");
+    let Some(bin) = etcdctl() else { return };
+    let srv = start("ctl");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let ch = rt.block_on(srv.channel());
-    let url = srv.url.clone();
+    let ch = rt.block_on(channel(&srv));
+    let url = srv.client.clone();
     let wait = Duration::from_secs(10);
 
     // A holder without a command prints its key (and empty value) and holds
     // the lock until signalled.
-    let mut holder = Ctl::spawn(&url, &["lock", "mylock"]);
+    let mut holder = Ctl::spawn(&bin, &url, &["lock", "mylock"]);
     let key = holder.line(wait).expect("holder prints its key");
     assert!(key.starts_with("mylock/"), "{key:?}");
     // A second locker with a command waits, then runs it with the lock.
     let second = Ctl::spawn(
+        &bin,
         &url,
         &[
             "lock",
@@ -731,7 +634,7 @@ fn etcdctl_lock_elect_and_snapshot_save() {
     );
 
     // A plain `lock name -- cmd` prints the command's output.
-    let out = ctl(&url, &["lock", "mylock", "--", "echo", "locked"])
+    let out = ctl(&bin, &url, &["lock", "mylock", "--", "echo", "locked"])
         .output()
         .expect("etcdctl lock");
     assert!(out.status.success(), "{out:?}");
@@ -739,14 +642,14 @@ fn etcdctl_lock_elect_and_snapshot_save() {
 
     // elect: the campaigner prints its key and value once elected; an
     // observer sees it, then the next leader.
-    let mut first = Ctl::spawn(&url, &["elect", "myelection", "p1"]);
+    let mut first = Ctl::spawn(&bin, &url, &["elect", "myelection", "p1"]);
     let k1 = first.line(wait).expect("elected");
     assert!(k1.starts_with("myelection/"), "{k1:?}");
     assert_eq!(first.line(wait).as_deref(), Some("p1"));
-    let mut observer = Ctl::spawn(&url, &["elect", "-l", "myelection"]);
+    let mut observer = Ctl::spawn(&bin, &url, &["elect", "-l", "myelection"]);
     assert_eq!(observer.line(wait), Some(k1.clone()));
     assert_eq!(observer.line(wait).as_deref(), Some("p1"));
-    let second = Ctl::spawn(&url, &["elect", "myelection", "p2"]);
+    let second = Ctl::spawn(&bin, &url, &["elect", "myelection", "p2"]);
     assert_eq!(second.line(Duration::from_secs(1)), None, "must wait");
     // Our Leader agrees with etcdctl's view.
     let (lk, lv) = rt.block_on(leader(&ch, "myelection")).expect("leader");
@@ -767,9 +670,13 @@ fn etcdctl_lock_elect_and_snapshot_save() {
     // snapshot save.
     rt.block_on(put(&ch, "snapkey", "snapvalue"));
     let path = srv.dir.join("f.db");
-    let out = ctl(&url, &["snapshot", "save", &path.display().to_string()])
-        .output()
-        .expect("etcdctl snapshot save");
+    let out = ctl(
+        &bin,
+        &url,
+        &["snapshot", "save", &path.display().to_string()],
+    )
+    .output()
+    .expect("etcdctl snapshot save");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(

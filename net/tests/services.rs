@@ -96,18 +96,7 @@ impl Member {
     }
 
     async fn put(&self, key: &str, value: &str) -> i64 {
-        self.kv()
-            .put(pb::PutRequest {
-                key: b(key),
-                value: b(value),
-                ..Default::default()
-            })
-            .await
-            .expect("put")
-            .into_inner()
-            .header
-            .expect("header")
-            .revision
+        put_revision(&self.ch, key, value).await
     }
 
     async fn revision(&self) -> i64 {

@@ -178,11 +178,16 @@ impl Drop for Proc {
 
 /// Our `etcd` as a single member on free ports.
 pub fn single(bin: &Path, tag: &str) -> Proc {
+    single_with(bin, tag, |_| Vec::new())
+}
+
+/// [`single`], with more flags, made from the member's directory.
+pub fn single_with(bin: &Path, tag: &str, extra: impl FnOnce(&Path) -> Vec<String>) -> Proc {
     let dir = temp_dir(tag);
     let (c, p) = (free_port(), free_port());
     let client = format!("http://127.0.0.1:{c}");
     let peer = format!("http://127.0.0.1:{p}");
-    let args = vec![
+    let mut args = vec![
         format!("--data-dir={}", dir.join("data").display()),
         format!("--listen-client-urls={client}"),
         format!("--advertise-client-urls={client}"),
@@ -190,6 +195,7 @@ pub fn single(bin: &Path, tag: &str) -> Proc {
         format!("--initial-advertise-peer-urls={peer}"),
         format!("--initial-cluster=default={peer}"),
     ];
+    args.extend(extra(&dir));
     Proc::start(bin, &dir, client, peer, args)
 }
 
@@ -285,4 +291,21 @@ pub async fn connect_ready(url: &str, log: impl Fn() -> String) -> tonic::transp
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Puts `key` = `value` through `ch`; returns the revision it got.
+pub async fn put_revision(ch: &tonic::transport::Channel, key: &str, value: &str) -> i64 {
+    use etcd_net::pb::etcdserverpb::{PutRequest, kv_client::KvClient};
+    KvClient::new(ch.clone())
+        .put(PutRequest {
+            key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+            value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+            ..Default::default()
+        })
+        .await
+        .expect("put")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision
 }
