@@ -73,7 +73,7 @@ pub enum CoreMsg {
     Status(oneshot::Sender<Status>),
     /// The whole state machine as its snapshot encoding, with the store
     /// revision it is at (Maintenance.Snapshot).
-    Snapshot(oneshot::Sender<(bytes::Bytes, i64)>),
+    Snapshot(SnapshotReply),
     /// Hand leadership to `target`; answered once it leads, or with why not.
     MoveLeader {
         target: u64,
@@ -158,7 +158,7 @@ struct Core {
     /// When to try again to start a client snapshot that could not start.
     snapshot_retry: Option<Instant>,
     /// This turn's replies and watch responses, handed to `outbox` at its end.
-    out: Batch,
+    out: Outgoing,
     outbox: Arc<Outbox>,
 }
 
@@ -199,7 +199,7 @@ pub fn run(parts: CoreParts, rx: Receiver<CoreMsg>) {
         snapshot_queued: Vec::new(),
         snapshot_for: Vec::new(),
         snapshot_retry: None,
-        out: Batch::default(),
+        out: Outgoing::default(),
         outbox: parts.outbox,
     };
     core.last_snapshot = core.node.last_snapshot_index().0;
@@ -700,18 +700,18 @@ fn slow(op: &str, started: Instant) {
 /// core thread each one costs an eventfd write to wake the runtime.
 #[derive(Default)]
 pub struct Outbox {
-    replies: std::sync::Mutex<Batch>,
+    replies: std::sync::Mutex<Outgoing>,
     notify: tokio::sync::Notify,
 }
 
 /// What the core hands over at the end of a turn.
 #[derive(Default)]
-struct Batch {
+struct Outgoing {
     replies: Vec<(oneshot::Sender<Reply>, Reply)>,
     watch: Vec<(mpsc::UnboundedSender<WatchResponse>, WatchResponse)>,
 }
 
-impl Batch {
+impl Outgoing {
     fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.watch.is_empty()
     }
@@ -736,7 +736,7 @@ impl Outbox {
         }
     }
 
-    fn hand_over(&self, batch: &mut Batch) {
+    fn hand_over(&self, batch: &mut Outgoing) {
         if batch.is_empty() {
             return;
         }
