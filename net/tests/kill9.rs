@@ -120,7 +120,9 @@ async fn check_all(url: &str, acked: &BTreeMap<String, String>, serializable: bo
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let res = async {
-            let mut c = KvClient::new(connect(url).await?);
+            // Every acknowledged write in one answer: it outgrows tonic's
+            // default 4 MiB limit when the server is fast (etcdctl allows 2 GiB).
+            let mut c = KvClient::new(connect(url).await?).max_decoding_message_size(1 << 30);
             let r = c
                 .range(RangeRequest {
                     key: "k/".into(),

@@ -4,10 +4,10 @@
 //! through its channel.
 
 pub mod api;
-pub mod authority;
 pub mod compactor;
 pub mod convert;
 pub mod core;
+pub mod grpc;
 pub mod lock;
 pub mod peer;
 pub mod watch;
@@ -300,8 +300,8 @@ async fn serve(
             })
             .max_decoding_message_size(peer::MAX_FRAME_BYTES);
             let mut stop = stop_rx.clone();
-            servers.push(tokio::spawn(
-                tonic::transport::Server::builder()
+            servers.push(tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
                     .add_service(svc)
                     .serve_with_incoming_shutdown(
                         futures_util::StreamExt::map(
@@ -311,8 +311,9 @@ async fn serve(
                         async move {
                             let _ = stop.changed().await;
                         },
-                    ),
-            ));
+                    )
+                    .await;
+            }));
         }
     }
     // As etcd: clients are served once this member has published itself
@@ -334,27 +335,27 @@ async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| err(format!("listen tcp {addr}: bind: {e}")))?;
-            let mut stop = stop_rx.clone();
-            let router = tonic::transport::Server::builder()
-                .add_service(KvServer::new(api::Kv(api.clone())).max_decoding_message_size(max_msg))
-                .add_service(WatchServer::new(watch::Watch(api.clone())))
-                .add_service(LeaseServer::new(api::Lease(api.clone())))
-                .add_service(ClusterServer::new(api::Cluster(api.clone())))
-                .add_service(MaintenanceServer::new(api::Maintenance(api.clone())))
-                .add_service(AuthServer::new(api::Auth(api.clone())))
-                .add_service(HealthServer::new(api::Health(api.clone())))
-                .add_service(lock::lock_service(api.clone()))
-                .add_service(lock::election_service(api.clone(), max_msg));
-            // etcd's Go clients may send a URL as the authority; see authority.rs.
-            let incoming = futures_util::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| nodelay(conn).map(authority::FixAuthority::new),
-            );
-            servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
-                incoming,
-                async move {
-                    let _ = stop.changed().await;
-                },
+            let routes = tonic::service::Routes::new(
+                KvServer::new(api::Kv(api.clone())).max_decoding_message_size(max_msg),
+            )
+            .add_service(WatchServer::new(watch::Watch(api.clone())))
+            .add_service(LeaseServer::new(api::Lease(api.clone())))
+            .add_service(ClusterServer::new(api::Cluster(api.clone())))
+            .add_service(MaintenanceServer::new(api::Maintenance(api.clone())))
+            .add_service(AuthServer::new(api::Auth(api.clone())))
+            .add_service(HealthServer::new(api::Health(api.clone())))
+            .add_service(lock::lock_service(api.clone()))
+            .add_service(lock::election_service(api.clone(), max_msg))
+            .prepare();
+            let services = Arc::new(grpc::Services {
+                api: api.clone(),
+                routes,
+                max_msg,
+            });
+            servers.push(tokio::spawn(grpc::serve(
+                listener,
+                services,
+                stop_rx.clone(),
             )));
             log::info(
                 "embed/serve.go",
