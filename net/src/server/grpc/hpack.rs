@@ -205,6 +205,38 @@ pub struct Decoder {
     limit: usize,
     scratch_name: Vec<u8>,
     scratch_value: Vec<u8>,
+    memo: Memo,
+}
+
+/// The last few short Huffman strings and what they decoded to. Some
+/// clients never index a value that repeats (h2 sends every `:path` as a
+/// literal), so the same bytes come again and again.
+#[derive(Default)]
+struct Memo {
+    entries: [(Vec<u8>, Vec<u8>); 4],
+    next: usize,
+}
+
+const MEMO_MAX: usize = 64;
+
+impl Memo {
+    fn decode(&mut self, src: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
+        let memoable = !src.is_empty() && src.len() <= MEMO_MAX;
+        if memoable && let Some((_, plain)) = self.entries.iter().find(|(raw, _)| raw == src) {
+            out.extend_from_slice(plain);
+            return Ok(());
+        }
+        huffman_decode(src, out)?;
+        if memoable {
+            let (raw, plain) = &mut self.entries[self.next];
+            raw.clear();
+            raw.extend_from_slice(src);
+            plain.clear();
+            plain.extend_from_slice(out);
+            self.next = (self.next + 1) % self.entries.len();
+        }
+        Ok(())
+    }
 }
 
 impl Default for Decoder {
@@ -222,6 +254,7 @@ impl Decoder {
             limit,
             scratch_name: Vec::new(),
             scratch_value: Vec::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -282,12 +315,12 @@ impl Decoder {
     /// A literal field to be indexed (owned, as the table keeps it).
     fn literal(&mut self, p: &mut &[u8], index: usize) -> Result<Entry, HpackError> {
         let name: Box<[u8]> = if index == 0 {
-            string(p, &mut self.scratch_name)?;
+            string(p, &mut self.scratch_name, &mut self.memo)?;
             self.scratch_name.as_slice().into()
         } else {
             self.get(index)?.0.into()
         };
-        string(p, &mut self.scratch_value)?;
+        string(p, &mut self.scratch_value, &mut self.memo)?;
         Ok((name, self.scratch_value.as_slice().into()))
     }
 
@@ -298,9 +331,9 @@ impl Decoder {
         index: usize,
     ) -> Result<(&[u8], &[u8]), HpackError> {
         if index == 0 {
-            string(p, &mut self.scratch_name)?;
+            string(p, &mut self.scratch_name, &mut self.memo)?;
         }
-        string(p, &mut self.scratch_value)?;
+        string(p, &mut self.scratch_value, &mut self.memo)?;
         let name = if index == 0 {
             &self.scratch_name[..]
         } else {
@@ -359,7 +392,7 @@ fn int(p: &mut &[u8], n: u32) -> Result<usize, HpackError> {
 }
 
 /// Reads a string literal into `out` (replacing its contents).
-fn string(p: &mut &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
+fn string(p: &mut &[u8], out: &mut Vec<u8>, memo: &mut Memo) -> Result<(), HpackError> {
     let huffman = p.first().is_some_and(|b| b & 0x80 != 0);
     let len = int(p, 7)?;
     if len > p.len() {
@@ -369,7 +402,7 @@ fn string(p: &mut &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
     *p = rest;
     out.clear();
     if huffman {
-        huffman_decode(s, out)
+        memo.decode(s, out)
     } else {
         out.extend_from_slice(s);
         Ok(())
@@ -442,6 +475,23 @@ mod tests {
             d.decode(b"\x00\x84\xff\xff\xff\xff\x00", |_, _| {})
                 .is_err()
         );
+    }
+
+    #[test]
+    fn repeated_huffman_strings_decode_the_same_from_the_memo() {
+        let mut d = Decoder::default();
+        let mut paths = Vec::new();
+        for i in 0..12 {
+            // Literal without indexing, name ":path" (static 4), Huffman value.
+            let path = format!("/etcdserverpb.KV/M{}", i % 6);
+            let coded = huffman_encode(path.as_bytes());
+            let mut b = vec![0x04, 0x80 | coded.len() as u8];
+            b.extend_from_slice(&coded);
+            let got = decode_all(&mut d, &b).unwrap();
+            paths.push(String::from_utf8(got[0].1.clone()).unwrap());
+            assert_eq!(got[0], (b":path".to_vec(), path.into_bytes()));
+        }
+        assert_eq!(paths[0], paths[6]);
     }
 
     #[test]
