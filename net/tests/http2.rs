@@ -404,3 +404,47 @@ fn pings_are_answered_and_garbage_gets_a_goaway() {
         .expect("goaway");
     assert_eq!(&f.payload[4..8], &1u32.to_be_bytes(), "PROTOCOL_ERROR");
 }
+
+/// Random frames after a valid preface, on many connections: the server
+/// never panics, and a well-formed call still works afterwards.
+#[test]
+fn random_frames_never_break_the_server() {
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+    let m = member();
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for _ in 0..200 {
+        let mut c = Client::connect(&m.client, &[]);
+        // Start with a real request half the time, so frames hit open streams.
+        if rng.next_u32() % 2 == 0 {
+            let block = c.request_block("/etcdserverpb.KV/Range");
+            c.send(HEADERS, END_HEADERS, 1, &block);
+        }
+        for _ in 0..(rng.next_u32() % 20) {
+            let kind = (rng.next_u32() % 11) as u8;
+            let flags = rng.next_u32() as u8;
+            let stream = rng.next_u32() % 8;
+            let mut payload = vec![0u8; (rng.next_u32() % 64) as usize];
+            rng.fill_bytes(&mut payload);
+            let len = payload.len();
+            let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+            f.extend_from_slice(&stream.to_be_bytes());
+            f.extend_from_slice(&payload);
+            if c.sock.write_all(&f).is_err() {
+                break; // the server closed the connection: allowed
+            }
+        }
+    }
+    let mut c = Client::connect(&m.client, &[]);
+    let a = c.call(1, "/etcdserverpb.KV/Put", &put("after", b"noise".to_vec()));
+    assert_eq!(a.field("grpc-status"), Some("0"), "{a:?}");
+    let log = m.log_text();
+    assert!(
+        !log.contains("panicked"),
+        "seed {seed}: the server panicked:\n{log}"
+    );
+}
