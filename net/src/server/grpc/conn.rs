@@ -72,6 +72,9 @@ struct Stream {
     send_done: bool,
     /// Received bytes not yet credited back with a WINDOW_UPDATE.
     recv_unacked: u32,
+    /// What the client may still send on this stream; a client that sends
+    /// more breaks flow control (and would grow our buffers).
+    recv_window: i64,
 }
 
 enum Kind {
@@ -121,6 +124,7 @@ pub struct Conn {
     peer_max_frame: usize,
     conn_send_window: i64,
     conn_recv_unacked: u32,
+    conn_recv_window: i64,
     unary: FuturesUnordered<UnaryFuture>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -156,6 +160,7 @@ impl Conn {
             peer_max_frame: DEFAULT_MAX_FRAME,
             conn_send_window: DEFAULT_WINDOW,
             conn_recv_unacked: 0,
+            conn_recv_window: i64::from(CONN_WINDOW),
             unary: FuturesUnordered::new(),
             events_tx,
             events_rx,
@@ -541,6 +546,7 @@ impl Conn {
                 recv_done: p.end_stream,
                 send_done: false,
                 recv_unacked: 0,
+                recv_window: i64::from(STREAM_WINDOW),
             },
         );
         if p.end_stream {
@@ -554,9 +560,14 @@ impl Conn {
             return Err(ConnError(PROTOCOL_ERROR));
         }
         // The connection window counts the whole frame, padding included.
+        self.conn_recv_window -= head.len as i64;
+        if self.conn_recv_window < 0 {
+            return Err(ConnError(FLOW_CONTROL_ERROR));
+        }
         self.conn_recv_unacked += head.len as u32;
         if self.conn_recv_unacked >= CONN_WINDOW / 2 {
             put_window_update(&mut self.wbuf, 0, self.conn_recv_unacked);
+            self.conn_recv_window += i64::from(self.conn_recv_unacked);
             self.conn_recv_unacked = 0;
         }
         if head.flags & PADDED != 0 {
@@ -577,6 +588,11 @@ impl Conn {
         };
         if s.recv_done {
             self.reset(head.stream, STREAM_CLOSED);
+            return Ok(());
+        }
+        s.recv_window -= head.len as i64;
+        if s.recv_window < 0 {
+            self.reset(head.stream, FLOW_CONTROL_ERROR);
             return Ok(());
         }
         s.recv_done = end;
@@ -636,6 +652,7 @@ impl Conn {
             && s.recv_unacked >= STREAM_WINDOW / 2
         {
             put_window_update(&mut self.wbuf, head.stream, s.recv_unacked);
+            s.recv_window += i64::from(s.recv_unacked);
             s.recv_unacked = 0;
         }
         Ok(())
@@ -742,6 +759,7 @@ impl Conn {
                     s.recv_unacked += n as u32;
                     if s.recv_unacked >= STREAM_WINDOW / 2 {
                         put_window_update(&mut self.wbuf, stream, s.recv_unacked);
+                        s.recv_window += i64::from(s.recv_unacked);
                         s.recv_unacked = 0;
                     }
                 }
