@@ -248,7 +248,8 @@ impl Conn {
                 self.rbuf.reserve(32 << 10);
             }
             match self.io.try_read_buf(&mut self.rbuf) {
-                Ok(0) => return Poll::Ready(Ok(if total > 0 { total } else { 0 })),
+                // At the end, what was read first; the next call sees 0.
+                Ok(0) => return Poll::Ready(Ok(total)),
                 Ok(n) => {
                     total += n;
                     if total >= 256 << 10 {
