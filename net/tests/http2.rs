@@ -110,11 +110,21 @@ impl Client {
     }
 
     fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        self.try_send(kind, flags, stream, payload).expect("write");
+    }
+
+    fn try_send(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
         let len = payload.len();
         let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
-        self.sock.write_all(&f).expect("write");
+        self.sock.write_all(&f)
     }
 
     fn request_block(&mut self, path: &str) -> Vec<u8> {
@@ -216,9 +226,11 @@ impl Client {
                 DATA => {
                     a.data.extend_from_slice(&f.payload);
                     if !f.payload.is_empty() {
+                        // The server may have closed the connection after its
+                        // last answer (after a GOAWAY): the credit is moot then.
                         let inc = (f.payload.len() as u32).to_be_bytes();
-                        self.send(WINDOW_UPDATE, 0, 0, &inc);
-                        self.send(WINDOW_UPDATE, 0, stream, &inc);
+                        let _ = self.try_send(WINDOW_UPDATE, 0, 0, &inc);
+                        let _ = self.try_send(WINDOW_UPDATE, 0, stream, &inc);
                     }
                 }
                 RST_STREAM => {
@@ -447,4 +459,62 @@ fn random_frames_never_break_the_server() {
         !log.contains("panicked"),
         "seed {seed}: the server panicked:\n{log}"
     );
+}
+
+/// SIGTERM while a call is half sent: the server says GOAWAY naming that
+/// stream, still answers it once the request is complete, refuses a new
+/// stream, then exits 0 — and the write survives a restart.
+#[test]
+fn a_call_in_flight_at_sigterm_is_answered_before_the_server_exits() {
+    let mut m = member();
+    let mut c = Client::connect(&m.client, &[]);
+    let block = c.request_block("/etcdserverpb.KV/Put");
+    c.send(HEADERS, END_HEADERS, 1, &block);
+    let msg = grpc_message(&put("in-flight", b"kept".to_vec()));
+    c.send(DATA, 0, 1, &msg[..4]);
+
+    let pid = m.child.as_ref().expect("running").id();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let goaway = std::iter::from_fn(|| c.next_for(0, Duration::from_secs(5)))
+        .find(|f| f.kind == GOAWAY)
+        .expect("a GOAWAY after SIGTERM");
+    assert_eq!(&goaway.payload[..4], &1u32.to_be_bytes(), "last stream 1");
+
+    // A new stream after the GOAWAY is refused (REFUSED_STREAM)...
+    let block = c.request_block("/etcdserverpb.KV/Range");
+    c.send(HEADERS, END_HEADERS | END_STREAM, 3, &block);
+    let refused = c.answer(3, Duration::from_secs(5));
+    assert_eq!(refused.reset, Some(7), "{refused:?}");
+    // ...while the one in flight completes.
+    c.send(DATA, END_STREAM, 1, &msg[4..]);
+    let a = c.answer(1, Duration::from_secs(5));
+    assert_eq!(a.field("grpc-status"), Some("0"), "{a:?}");
+    let r: pb::PutResponse = a.message();
+    assert!(r.header.expect("header").revision > 1);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = m.child.as_mut().expect("running").try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit after SIGTERM:\n{}",
+            m.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    m.child = None;
+
+    m.restart();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(connect_ready(&m.client, || m.log_text()));
+    let mut c = Client::connect(&m.client, &[]);
+    let r: pb::RangeResponse = c
+        .call(1, "/etcdserverpb.KV/Range", &range("in-flight"))
+        .message();
+    assert_eq!(&r.kvs[0].value[..], b"kept");
 }
