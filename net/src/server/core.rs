@@ -780,7 +780,7 @@ impl CoreHandle {
     /// Sends `m` with the others sent in this turn of the runtime (at once
     /// outside a runtime). A lost message (the core stopped) drops its reply
     /// sender, which its caller sees.
-    fn send_soon(&self, m: CoreMsg) {
+    pub fn send_soon(&self, m: CoreMsg) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.send(m);
             return;

@@ -163,10 +163,10 @@ impl Raft for PeerService {
                             ],
                         );
                     }
+                    // With the client requests and other peers' messages
+                    // of this turn: the core wakes once for all of them.
                     for m in msgs {
-                        if !self.core.send(CoreMsg::Peer(m)) {
-                            return Err(Status::unavailable("etcdserver: server stopped"));
-                        }
+                        self.core.send_soon(CoreMsg::Peer(m));
                     }
                 }
                 Err(e) => {
