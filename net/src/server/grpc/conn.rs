@@ -7,6 +7,7 @@
 //! back on a channel. Flow control is HTTP/2's: what a stream may send
 //! waits in its queue until the client's windows allow it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::io;
@@ -97,8 +98,8 @@ enum Kind {
 }
 
 enum Out {
-    Headers(Vec<u8>, bool),
-    Static(&'static [u8], bool),
+    /// A header block (the fixed gRPC ones borrowed), and END_STREAM.
+    Headers(Cow<'static, [u8]>, bool),
     Data(Bytes, bool),
 }
 
@@ -350,15 +351,16 @@ impl Conn {
                 if head.flags & PRIORITY != 0 {
                     p = p.get(5..).ok_or(ConnError(PROTOCOL_ERROR))?;
                 }
-                let partial = Partial {
-                    stream: head.stream,
-                    end_stream: head.flags & END_STREAM != 0,
-                    block: p.to_vec(),
-                };
+                let end_stream = head.flags & END_STREAM != 0;
                 if head.flags & END_HEADERS != 0 {
-                    self.header_block(partial)?;
+                    // The usual case: one frame, decoded where it lies.
+                    self.header_block(head.stream, end_stream, p)?;
                 } else {
-                    self.partial = Some(partial);
+                    self.partial = Some(Partial {
+                        stream: head.stream,
+                        end_stream,
+                        block: p.to_vec(),
+                    });
                 }
             }
             CONTINUATION => {
@@ -373,7 +375,7 @@ impl Conn {
                     return Err(ConnError(PROTOCOL_ERROR));
                 }
                 if head.flags & END_HEADERS != 0 {
-                    self.header_block(partial)?;
+                    self.header_block(partial.stream, partial.end_stream, &partial.block)?;
                 } else {
                     self.partial = Some(partial);
                 }
@@ -469,16 +471,25 @@ impl Conn {
     }
 
     /// A whole header block: a new call, or a stream's trailers.
-    fn header_block(&mut self, p: Partial) -> Result<(), ConnError> {
+    fn header_block(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        block: &[u8],
+    ) -> Result<(), ConnError> {
         // Pseudo-fields come first, so the route is known before the
-        // fields that only a bridged call needs.
-        let mut path: Option<Vec<u8>> = None;
+        // fields that only a bridged call needs; a unary call copies
+        // nothing out of the block.
         let mut route = None;
+        let mut path = Vec::new();
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let decoded = self.decoder.decode(&p.block, |name, value| {
+        let decoded = self.decoder.decode(block, |name, value| {
             if name == b":path" {
-                route = Some(super::route(value));
-                path = Some(value.to_vec());
+                let r = super::route(value);
+                if matches!(r, Route::Bridge) {
+                    path = value.to_vec();
+                }
+                route = Some(r);
             } else if !name.starts_with(b":") && !matches!(route, Some(Route::Unary(_))) {
                 fields.push((name.to_vec(), value.to_vec()));
             }
@@ -486,31 +497,30 @@ impl Conn {
         if decoded.is_err() {
             return Err(ConnError(COMPRESSION_ERROR));
         }
-        if let Some(s) = self.streams.get_mut(&p.stream) {
+        if let Some(s) = self.streams.get_mut(&stream) {
             // Trailers: they end the client's side.
-            if !p.end_stream {
+            if !end_stream {
                 return Err(ConnError(PROTOCOL_ERROR));
             }
             s.recv_done = true;
-            self.end_of_request(p.stream);
+            self.end_of_request(stream);
             return Ok(());
         }
-        if p.stream <= self.last_stream {
+        if stream <= self.last_stream {
             // A stream that has ended: its late frames are dropped.
-            if p.stream.is_multiple_of(2) {
+            if stream.is_multiple_of(2) {
                 return Err(ConnError(PROTOCOL_ERROR));
             }
             return Ok(());
         }
-        if p.stream.is_multiple_of(2) {
+        if stream.is_multiple_of(2) {
             return Err(ConnError(PROTOCOL_ERROR));
         }
-        self.last_stream = p.stream;
+        self.last_stream = stream;
         if self.going_away {
-            put_rst(&mut self.wbuf, p.stream, REFUSED_STREAM);
+            put_rst(&mut self.wbuf, stream, REFUSED_STREAM);
             return Ok(());
         }
-        let path = path.unwrap_or_default();
         let kind = match route.unwrap_or(Route::Bridge) {
             Route::Unary(call) => Kind::Unary {
                 call,
@@ -523,7 +533,7 @@ impl Conn {
                 let credit = Arc::new(Credit::default());
                 let task = tokio::spawn(bridge::run(
                     self.services.clone(),
-                    p.stream,
+                    stream,
                     path,
                     fields,
                     body_rx,
@@ -539,19 +549,19 @@ impl Conn {
             }
         };
         self.streams.insert(
-            p.stream,
+            stream,
             Stream {
                 kind,
                 send_window: self.peer_initial_window,
                 out: VecDeque::new(),
-                recv_done: p.end_stream,
+                recv_done: end_stream,
                 send_done: false,
                 recv_unacked: 0,
                 recv_window: i64::from(STREAM_WINDOW),
             },
         );
-        if p.end_stream {
-            self.end_of_request(p.stream);
+        if end_stream {
+            self.end_of_request(stream);
         }
         Ok(())
     }
@@ -620,7 +630,7 @@ impl Conn {
                 // much (or more arrives than any allowed message).
                 let have = first.len() + more.len();
                 let head5: &[u8] = if more.is_empty() { first } else { more };
-                let declared = declared_len(head5);
+                let declared = super::declared_len(head5).unwrap_or(0);
                 if !*started && (declared > max_msg || have > max_msg + 5) {
                     too_large = Some(declared);
                 }
@@ -727,13 +737,15 @@ impl Conn {
                 return;
             }
             Ok(framed) => {
-                s.out.push_back(Out::Static(GRPC_RESPONSE_HEADERS, false));
+                s.out
+                    .push_back(Out::Headers(Cow::Borrowed(GRPC_RESPONSE_HEADERS), false));
                 s.out.push_back(Out::Data(Bytes::from(framed), false));
-                s.out.push_back(Out::Static(GRPC_OK_TRAILERS, true));
+                s.out
+                    .push_back(Out::Headers(Cow::Borrowed(GRPC_OK_TRAILERS), true));
             }
             Err(status) => {
                 let block = status_block(status.code() as i32, status.message(), true);
-                s.out.push_back(Out::Headers(block, true));
+                s.out.push_back(Out::Headers(Cow::Owned(block), true));
             }
         }
         self.pump(id);
@@ -743,7 +755,7 @@ impl Conn {
         match ev {
             Event::Headers { stream, block, end } => {
                 if let Some(s) = self.streams.get_mut(&stream) {
-                    s.out.push_back(Out::Headers(block, end));
+                    s.out.push_back(Out::Headers(Cow::Owned(block), end));
                     self.pump(stream);
                 }
             }
@@ -798,10 +810,6 @@ impl Conn {
         let mut sent = 0usize;
         while let Some(front) = s.out.front_mut() {
             match front {
-                Out::Static(block, end) => {
-                    put_header_block(&mut self.wbuf, id, block, *end, self.peer_max_frame);
-                    s.send_done |= *end;
-                }
                 Out::Headers(block, end) => {
                     put_header_block(&mut self.wbuf, id, block, *end, self.peer_max_frame);
                     s.send_done |= *end;
@@ -853,14 +861,3 @@ impl Conn {
         }
     }
 }
-
-/// The length a gRPC message prefix declares (0 if there is no whole prefix).
-fn declared_len(b: &[u8]) -> usize {
-    if b.len() < 5 {
-        return 0;
-    }
-    u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize
-}
-
-const REFUSED_STREAM: u32 = 0x7;
-const _: () = assert!(REFUSED_STREAM == 7 && CANCEL == 8 && INTERNAL_ERROR == 2);

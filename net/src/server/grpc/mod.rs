@@ -121,6 +121,12 @@ pub fn frame_message(m: &impl Message) -> Vec<u8> {
     out
 }
 
+/// The length a gRPC message prefix declares, once its 5 bytes are there.
+pub fn declared_len(b: &[u8]) -> Option<usize> {
+    let p = b.get(..5)?;
+    Some(u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize)
+}
+
 /// The one message of a unary request body.
 pub fn unframe(mut body: Bytes, max: usize) -> Result<Bytes, Status> {
     if body.len() < 5 {
@@ -129,7 +135,7 @@ pub fn unframe(mut body: Bytes, max: usize) -> Result<Bytes, Status> {
         ));
     }
     let compressed = body[0];
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let len = declared_len(&body).unwrap_or(0);
     if len > max {
         return Err(too_large(len, max));
     }
