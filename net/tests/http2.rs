@@ -472,6 +472,14 @@ fn a_call_in_flight_at_sigterm_is_answered_before_the_server_exits() {
     c.send(HEADERS, END_HEADERS, 1, &block);
     let msg = grpc_message(&put("in-flight", b"kept".to_vec()));
     c.send(DATA, 0, 1, &msg[..4]);
+    // The connection handles frames in order, so once our PING is
+    // acknowledged the server has seen stream 1 and the GOAWAY must name it.
+    // Without this barrier SIGTERM can overtake the HEADERS, and a GOAWAY
+    // naming stream 0 would then be the right answer.
+    c.send(PING, 0, 0, b"barrier!");
+    std::iter::from_fn(|| c.next_for(0, Duration::from_secs(5)))
+        .find(|f| f.kind == PING && f.flags & 1 == 1)
+        .expect("ping ack before SIGTERM");
 
     let pid = m.child.as_ref().expect("running").id();
     let _ = std::process::Command::new("kill")
