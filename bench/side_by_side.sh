@@ -402,18 +402,18 @@ for n in members:
     out.append("| target | workload | ours | etcd | ratio | |")
     out.append("|---|---|---:|---:|---:|---|")
 
-    def best(w, x, lower):
-        vals = [M[(n, w, s)][x] for s in etcds if (n, w, s) in M]
+    def best(w, x, lower, among=None):
+        vals = [M[(n, w, s)][x] for s in (among or etcds) if (n, w, s) in M]
         vals = [v for v in vals if v == v]
         if not vals:
             return float("nan")
         return min(vals) if lower else max(vals)
 
-    def row(target, w, x, lower, limit, d=1, scale=1.0, unit=""):
+    def row(target, w, x, lower, limit, d=1, scale=1.0, unit="", among=None):
         if (n, w, "ours") not in M:
             return
         o = M[(n, w, "ours")][x] * scale
-        e = best(w, x, lower) * scale
+        e = best(w, x, lower, among) * scale
         ratio = o / e if e == e and e else float("nan")
         ok = ratio == ratio and ((ratio <= limit) if lower else (ratio >= limit))
         out.append(f"| {target} | {wnames[w]} | {f(o, d)}{unit} | {f(e, d)}{unit} | {(f'{ratio:.2f}×' if ratio == ratio else '—')} | {'met' if ok else '**NOT met**'} |")
@@ -438,6 +438,12 @@ for n in members:
         row("p99 ≤ 0.5× etcd", w, "p99_ms", True, 0.5, 2, unit=" ms")
     if "put-1c" in workloads:
         row("single-client put p50 ≤ 0.8× etcd", "put-1c", "p50_ms", True, 0.8, 3, unit=" ms")
+        if n == "1" and "etcd34" in etcds and "etcd351" in etcds:
+            # etcd 3.5.1 answers a one-member put before its WAL sync ends
+            # (etcd-io/etcd#14370, fixed in 3.5.5; bench/ack_before_sync.sh
+            # shows it); 3.4.23 waits for the disk, as we do.
+            row("single-client put p50 ≤ 0.8× etcd that waits for the disk (etcd 3.4.23)",
+                "put-1c", "p50_ms", True, 0.8, 3, unit=" ms", among=["etcd34"])
     for w in targeted:
         row("peak RSS ≤ 0.5× etcd" + ("" if n == "1" else " (per member, max)"), w, "rss_max_kb", True, 0.5, 0, scale=1 / 1024, unit=" MB")
     out.append("")
