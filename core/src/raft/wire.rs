@@ -261,9 +261,31 @@ pub fn decode_message(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
     })
 }
 
+/// About how many bytes `m` encodes to: at least that, give or take the
+/// varints. Enough to size a buffer once instead of growing it.
+fn size_hint(m: &Message) -> usize {
+    // Ids, term, kind and the fixed fields of the largest body.
+    const HEAD: usize = 64;
+    // An entry's term, index, kind and length prefix.
+    const PER_ENTRY: usize = 32;
+    HEAD + match &m.body {
+        MsgBody::Append { entries, .. } => entries
+            .iter()
+            .map(|e| PER_ENTRY + e.data.len())
+            .sum::<usize>(),
+        MsgBody::Propose { entries } => entries
+            .iter()
+            .map(|(_, d)| PER_ENTRY + d.len())
+            .sum::<usize>(),
+        // The snapshot file's head (metadata, membership) is small.
+        MsgBody::Snapshot(s) => s.data.len() + 256,
+        _ => 0,
+    }
+}
+
 /// Encodes a batch of messages (a count, then each message).
 pub fn encode_batch(msgs: &[Message]) -> Bytes {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(10 + msgs.iter().map(size_hint).sum::<usize>());
     codec::put_uvarint(&mut buf, msgs.len() as u64);
     for m in msgs {
         encode_message(m, &mut buf);
