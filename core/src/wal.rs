@@ -221,9 +221,7 @@ fn frame_len(rec: &WalRecord) -> usize {
 
 /// Encodes a batch (plus its commit frame) to go at `offset`. Returns the bytes.
 pub fn encode_batch(records: &[WalRecord], segment: u64, offset: u64) -> BytesMut {
-    let commit_len = FRAME_HEADER + padded(8);
-    let mut out =
-        BytesMut::with_capacity(records.iter().map(frame_len).sum::<usize>() + commit_len);
+    let mut out = BytesMut::with_capacity(batch_len(records));
     let mut batch = crc32fast::Hasher::new();
     for rec in records {
         let crc = encode_frame(rec, segment, offset + out.len() as u64, &mut out);
@@ -239,7 +237,11 @@ pub fn encode_batch(records: &[WalRecord], segment: u64, offset: u64) -> BytesMu
 
 /// The bytes a batch of `records` takes on disk, commit frame included.
 pub fn batch_len(records: &[WalRecord]) -> usize {
-    records.iter().map(frame_len).sum::<usize>() + FRAME_HEADER + padded(8)
+    let commit = WalRecord::Commit {
+        batch_crc: 0,
+        frames: 0,
+    };
+    records.iter().map(frame_len).sum::<usize>() + frame_len(&commit)
 }
 
 /// Why one frame does not read.
